@@ -1,0 +1,1 @@
+"""Faust stream processors and the `spacemusic` command line."""

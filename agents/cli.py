@@ -1,0 +1,30 @@
+"""`spacemusic`: one console script for every process and operator task.
+
+Faust's own umbrella CLI is reachable as `spacemusic faust ...`; `spacemusic worker` runs
+the Faust worker for this app. Settings are read from the environment by each command when
+it runs (never at import), so `--help` works anywhere.
+"""
+
+from __future__ import annotations
+
+import click
+
+from agents.commands.admin import migrate, schemas, topics
+from agents.commands.services import faust_cli, web_command, worker
+from agents.commands.simulate import simulate
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+def cli() -> None:
+    """SpaceMusic: catalog advances as an event-sourced pipeline (Faust, Kafka, Postgres).
+
+    Configuration comes from the environment (see infra/local/dev.env for the local stack).
+    """
+
+
+for command in (worker, web_command, faust_cli, migrate, schemas, topics, simulate):
+    cli.add_command(command)
+
+
+def main() -> None:
+    cli(prog_name="spacemusic")

@@ -1,0 +1,1 @@
+"""Subcommands of the `spacemusic` command line, one module per concern."""

@@ -1,0 +1,73 @@
+"""`spacemusic simulate`: a steady trickle of realistic offers through the HTTP API."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import uuid
+
+import click
+import httpx
+from rich.console import Console
+
+from agents.commands.common import run
+
+console = Console(stderr=True)
+
+
+def realistic_history(rng: random.Random, months: int, end_year: int = 2026, end_month: int = 10) -> list[dict]:
+    """Royalties with a catalog's usual shape: a base level, seasonality, slow decay, and
+    the odd viral month. Occasionally a catalog that earned nothing (a failed valuation)."""
+    base = rng.choice([15_000, 60_000, 250_000, 1_200_000])  # minor units per month
+    decay = rng.uniform(0.97, 1.01)
+    zero_catalog = rng.random() < 0.05
+    history = []
+    index = end_year * 12 + end_month - 1 - (months - 1)
+    level = float(base)
+    for _ in range(months):
+        year, month = divmod(index, 12)
+        season = 1.0 + 0.15 * (1 if month in (10, 11) else 0) - 0.1 * (1 if month in (0, 1) else 0)
+        spike = rng.uniform(2.0, 5.0) if rng.random() < 0.04 else 1.0
+        amount = 0 if zero_catalog else int(level * season * spike * rng.uniform(0.85, 1.15))
+        history.append({"period": f"{year:04d}-{month + 1:02d}", "amount_minor": max(amount, 0)})
+        level *= decay
+        index += 1
+    return history
+
+
+@click.command()
+@click.option("--url", default="http://127.0.0.1:8080", show_default=True, help="Base URL of the web app.")
+@click.option("--rate", default=1.0, show_default=True, help="Offers per second.")
+@click.option("--count", default=0, show_default=True, help="Stop after this many offers (0: run until Ctrl-C).")
+@click.option("--creators", default=25, show_default=True, help="Size of the simulated creator pool.")
+@click.option("--seed", default=None, type=int, help="Random seed for a reproducible run.")
+def simulate(url: str, rate: float, count: int, creators: int, seed: int | None) -> None:
+    """Post realistic offers to POST /offers so deals move on the SSE stream."""
+    rng = random.Random(seed)
+    pool = [str(uuid.UUID(int=rng.getrandbits(128), version=4)) for _ in range(creators)]
+    currencies = ["EUR", "EUR", "USD", "GBP"]
+
+    async def go() -> None:
+        sent = 0
+        async with httpx.AsyncClient(base_url=url, timeout=10) as client:
+            while count == 0 or sent < count:
+                body = {
+                    "creator_id": rng.choice(pool),
+                    "currency": rng.choice(currencies),
+                    "royalty_history": realistic_history(rng, rng.randint(6, 36)),
+                }
+                try:
+                    response = await client.post("/offers", json=body)
+                    if response.status_code == 202:
+                        sent += 1
+                        console.print(f"[green]offer {response.json()['offer_id']}[/green] ({sent})")
+                    else:
+                        console.print(f"[yellow]{response.status_code}[/yellow] {response.text[:200]}")
+                except httpx.HTTPError as exc:
+                    console.print(f"[red]web app not reachable at {url}: {exc}[/red]")
+                await asyncio.sleep(1.0 / rate if rate > 0 else 0)
+
+    try:
+        run(go())
+    except KeyboardInterrupt:
+        pass

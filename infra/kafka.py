@@ -1,0 +1,125 @@
+"""Kafka adapters: the event publisher (acks=all, idempotent), topic administration and the
+start-up wait that keeps a process retrying while the broker is not there yet."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterable, Sequence
+
+from aiokafka import AIOKafkaProducer
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import KafkaConnectionError, KafkaError, TopicAlreadyExistsError
+
+from infra.avro import RegistryCodec
+from infra.logging import get_logger
+from infra.metrics import EVENTS_PUBLISHED
+from infra.settings import Settings
+from models.events import DEADLETTER_TOPIC, LIFECYCLE_EVENTS, DeadLetter, Event
+
+log = get_logger(__name__)
+
+Headers = list[tuple[str, bytes]]
+
+
+def all_logical_topics() -> list[str]:
+    return [cls.TOPIC for cls in LIFECYCLE_EVENTS] + [DEADLETTER_TOPIC]
+
+
+class EventPublisher:
+    """Encodes events through the registry and waits for the broker's acknowledgement, so a
+    caller that returns has a durable event behind it."""
+
+    def __init__(self, settings: Settings, codec: RegistryCodec) -> None:
+        self._settings = settings
+        self._codec = codec
+        self._producer = AIOKafkaProducer(
+            bootstrap_servers=settings.kafka_bootstrap_servers,
+            acks="all",
+            enable_idempotence=True,
+            linger_ms=2,
+            client_id="spacemusic-publisher",
+        )
+
+    async def start(self) -> None:
+        await self._producer.start()
+
+    async def stop(self) -> None:
+        await self._producer.stop()
+
+    async def publish(self, event: Event, extra_headers: Headers | None = None) -> None:
+        value = await self._codec.encode_event(event)
+        headers: Headers = [
+            ("event_type", event.TOPIC.encode()),
+            ("event_id", event.event_id.encode()),
+            ("correlation_id", event.correlation_id.encode()),
+            *(extra_headers or []),
+        ]
+        await self.send_raw(event.TOPIC, event.offer_id.encode(), value, headers)
+
+    async def publish_deadletter(self, letter: DeadLetter, key: bytes | None) -> None:
+        value = await self._codec.encode_event(letter)
+        headers: Headers = [("consumer", letter.consumer.encode()), ("original_topic", letter.original_topic.encode())]
+        await self.send_raw(DEADLETTER_TOPIC, key, value, headers)
+
+    async def send_raw(self, topic: str, key: bytes | None, value: bytes | None, headers: Headers) -> None:
+        """Send already-encoded bytes to a logical topic (replay and re-drive use this)."""
+        await self._producer.send_and_wait(self._settings.topic(topic), value=value, key=key, headers=headers)
+        EVENTS_PUBLISHED.labels(topic=topic).inc()
+
+
+async def ensure_topics(settings: Settings, logical_topics: Iterable[str] | None = None) -> list[str]:
+    """Create missing topics with the configured partitions; returns the ones created."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap_servers, client_id="spacemusic-admin")
+    await admin.start()
+    try:
+        existing = set(await admin.list_topics())
+        wanted = [settings.topic(t) for t in (logical_topics or all_logical_topics())]
+        missing = [t for t in wanted if t not in existing]
+        if missing:
+            try:
+                await admin.create_topics(
+                    [
+                        NewTopic(
+                            name=t,
+                            num_partitions=settings.topic_partitions,
+                            replication_factor=settings.topic_replication_factor,
+                            topic_configs={"min.insync.replicas": "1", "retention.ms": "-1"},
+                        )
+                        for t in missing
+                    ]
+                )
+            except TopicAlreadyExistsError:
+                pass  # a concurrent creator won the race; the topic is there, which is all we need
+        return missing
+    finally:
+        await admin.close()
+
+
+async def list_topics(settings: Settings) -> list[str]:
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap_servers, client_id="spacemusic-admin")
+    await admin.start()
+    try:
+        return sorted(await admin.list_topics())
+    finally:
+        await admin.close()
+
+
+async def wait_for_kafka(settings: Settings, timeout: float, topics: Sequence[str] = ()) -> None:
+    """Retry with backoff until the broker answers (and the topics exist), or give up."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    delay = 0.5
+    while True:
+        try:
+            present = set(await list_topics(settings))
+            missing = [settings.topic(t) for t in topics if settings.topic(t) not in present]
+            if not missing:
+                return
+            reason = f"topics missing: {', '.join(missing)}"
+        except (KafkaConnectionError, KafkaError, OSError) as exc:
+            reason = f"{type(exc).__name__}: {exc}"
+        if loop.time() >= deadline:
+            raise TimeoutError(f"Kafka at {settings.kafka_bootstrap_servers} not ready after {timeout:.0f}s ({reason})")
+        log.warning("kafka_not_ready", reason=reason, retry_in=delay)
+        await asyncio.sleep(delay)
+        delay = min(delay * 2, 5.0)

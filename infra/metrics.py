@@ -1,0 +1,36 @@
+"""Every Prometheus metric the project exports, defined once (prefix ``spacemusic_``)."""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram
+
+HTTP_REQUESTS = Counter(
+    "spacemusic_http_requests_total", "HTTP requests by route and status.", ["method", "route", "status"]
+)
+HTTP_LATENCY = Histogram(
+    "spacemusic_http_request_duration_seconds", "HTTP request latency by route.", ["method", "route"]
+)
+EVENTS_PUBLISHED = Counter("spacemusic_events_published_total", "Events published to Kafka by topic.", ["topic"])
+EVENTS_CONSUMED = Counter(
+    "spacemusic_events_consumed_total", "Events processed by agent and topic.", ["agent", "topic"]
+)
+EVENTS_SKIPPED = Counter(
+    "spacemusic_events_skipped_total",
+    "Redelivered events skipped by the tracking table, by consumer.",
+    ["consumer"],
+)
+DEAD_LETTERS = Counter(
+    "spacemusic_dead_letters_total", "Messages parked in the dead-letter topic.", ["topic", "reason"]
+)
+VALUATIONS = Counter("spacemusic_valuations_total", "Valuations by outcome.", ["outcome"])
+APP_ERRORS = Counter(
+    "spacemusic_app_errors_total", "Handled application errors by component and reason.", ["component", "reason"]
+)
+STRIPE_TRANSFERS = Counter("spacemusic_stripe_transfers_total", "Stripe transfers by outcome.", ["outcome"])
+WISE_TRANSFERS = Counter("spacemusic_wise_transfers_total", "Wise transfers by outcome.", ["outcome"])
+PAYOUT_DURATION = Histogram(
+    "spacemusic_payout_duration_seconds", "Time from payout intent to final outcome.", ["outcome"]
+)
+SSE_CLIENTS = Gauge("spacemusic_sse_clients", "Open SSE deal-stream connections in this process.")
+SSE_EVENTS_SENT = Counter("spacemusic_sse_events_sent_total", "Deal changes pushed to SSE clients.")
+PROJECTION_LAG = Gauge("spacemusic_projection_last_change_seq", "Highest change sequence this process has seen.")

@@ -1,0 +1,175 @@
+"""A deal's state, folded from its events.
+
+Events of one offer arrive on several topics, and a consumer may see those topics in any
+interleaving (catch-up after downtime, rebalances). So the fold records facts, each event
+filling its own fields, and the status is *derived* from the facts present: applying the
+same events in any order gives the same deal, and the projector applies each event id once (its history table is the guard).
+The projector, the rebuild and `spacemusic deal --as-of` all use these functions.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, replace
+from datetime import datetime
+
+from models.events import (
+    Event,
+    OfferAccepted,
+    OfferCreated,
+    OfferValuated,
+    PayoutCompleted,
+    PayoutRequested,
+    PayoutStatus,
+    ReceiptGenerated,
+    TermsheetGenerated,
+    ValuationOutcome,
+)
+
+
+class DealStatus(enum.StrEnum):
+    CREATED = "created"
+    VALUED = "valued"
+    VALUATION_FAILED = "valuation_failed"
+    TERMSHEET_ISSUED = "termsheet_issued"
+    ACCEPTED = "accepted"
+    PAYOUT_REQUESTED = "payout_requested"
+    PAID = "paid"
+    PAYOUT_FAILED = "payout_failed"
+
+
+@dataclass(frozen=True, slots=True)
+class Deal:
+    offer_id: str
+    creator_id: str
+    currency: str | None = None
+    created_at: datetime | None = None
+    updated_at: datetime | None = None
+    royalty_months: int | None = None
+    royalty_total_minor: int | None = None
+    valuation_outcome: str | None = None
+    valuation_low_minor: int | None = None
+    valuation_median_minor: int | None = None
+    valuation_high_minor: int | None = None
+    valuation_failure_reason: str | None = None
+    valuation_model: str | None = None
+    valued_at: datetime | None = None
+    termsheet_key: str | None = None
+    termsheet_sha256: str | None = None
+    accepted_at: datetime | None = None
+    advance_minor: int | None = None
+    payout_id: str | None = None
+    recipient_id: str | None = None
+    payout_requested_at: datetime | None = None
+    payout_status: str | None = None
+    payout_provider: str | None = None
+    payout_reference: str | None = None
+    paid_amount_minor: int | None = None
+    payout_failure_reason: str | None = None
+    payout_completed_at: datetime | None = None
+    receipt_key: str | None = None
+    receipt_sha256: str | None = None
+    event_count: int = 0
+
+    @property
+    def status(self) -> DealStatus:
+        return derive_status(self)
+
+
+def derive_status(deal: Deal) -> DealStatus:
+    """The furthest lifecycle stage the recorded facts prove."""
+    if deal.payout_status == PayoutStatus.SUCCEEDED.value:
+        return DealStatus.PAID
+    if deal.payout_status == PayoutStatus.FAILED.value and (
+        deal.payout_requested_at is None
+        or deal.payout_completed_at is None
+        or deal.payout_completed_at >= deal.payout_requested_at
+    ):
+        return DealStatus.PAYOUT_FAILED
+    if deal.payout_requested_at is not None:
+        return DealStatus.PAYOUT_REQUESTED
+    if deal.accepted_at is not None:
+        return DealStatus.ACCEPTED
+    if deal.termsheet_key is not None:
+        return DealStatus.TERMSHEET_ISSUED
+    if deal.valuation_outcome == ValuationOutcome.VALUED.value:
+        return DealStatus.VALUED
+    if deal.valuation_outcome == ValuationOutcome.FAILED.value:
+        return DealStatus.VALUATION_FAILED
+    return DealStatus.CREATED
+
+
+def _later(current: datetime | None, candidate: datetime) -> datetime:
+    return candidate if current is None or candidate > current else current
+
+
+def apply_event(deal: Deal | None, event: Event) -> Deal:
+    """Fold one event into a deal (None for a deal not seen yet)."""
+    base = deal or Deal(offer_id=event.offer_id, creator_id=event.creator_id)
+    facts = _facts(base, event)
+    return replace(
+        base,
+        **facts,
+        updated_at=_later(base.updated_at, event.occurred_at),
+        event_count=base.event_count + 1,
+    )
+
+
+def fold(events: list[Event] | tuple[Event, ...], as_of: datetime | None = None) -> Deal | None:
+    """A deal from its events, optionally only those that had happened by ``as_of``."""
+    deal: Deal | None = None
+    for event in sorted(events, key=lambda e: (e.occurred_at, e.event_id)):
+        if as_of is not None and event.occurred_at > as_of:
+            continue
+        deal = apply_event(deal, event)
+    return deal
+
+
+def _facts(deal: Deal, event: Event) -> dict[str, object]:
+    if isinstance(event, OfferCreated):
+        return {
+            "currency": event.currency,
+            "created_at": event.occurred_at,
+            "royalty_months": len(event.royalty_history),
+            "royalty_total_minor": sum(p.amount_minor for p in event.royalty_history),
+        }
+    if isinstance(event, OfferValuated):
+        return {
+            "currency": deal.currency or event.currency,
+            "valuation_outcome": event.outcome.value,
+            "valuation_low_minor": event.low_minor,
+            "valuation_median_minor": event.median_minor,
+            "valuation_high_minor": event.high_minor,
+            "valuation_failure_reason": event.failure_reason,
+            "valuation_model": event.model_version,
+            "valued_at": event.occurred_at,
+        }
+    if isinstance(event, TermsheetGenerated):
+        return {"termsheet_key": event.document_key, "termsheet_sha256": event.sha256}
+    if isinstance(event, OfferAccepted):
+        return {"accepted_at": event.occurred_at, "advance_minor": event.advance_minor}
+    if isinstance(event, PayoutRequested):
+        if deal.payout_requested_at is not None and deal.payout_requested_at > event.occurred_at:
+            return {}
+        return {
+            "payout_id": event.payout_id,
+            "recipient_id": event.recipient_id,
+            "payout_requested_at": event.occurred_at,
+        }
+    if isinstance(event, PayoutCompleted):
+        if deal.payout_completed_at is not None and deal.payout_completed_at > event.occurred_at:
+            return {}
+        if deal.payout_status == PayoutStatus.SUCCEEDED.value:
+            return {}  # a success is final; a late failure report cannot undo it
+        return {
+            "payout_id": event.payout_id,
+            "payout_status": event.status.value,
+            "payout_provider": event.provider.value,
+            "payout_reference": event.provider_reference,
+            "paid_amount_minor": event.amount_minor if event.status is PayoutStatus.SUCCEEDED else None,
+            "payout_failure_reason": event.failure_reason,
+            "payout_completed_at": event.occurred_at,
+        }
+    if isinstance(event, ReceiptGenerated):
+        return {"receipt_key": event.document_key, "receipt_sha256": event.sha256}
+    return {}

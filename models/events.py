@@ -1,0 +1,164 @@
+"""The offer lifecycle as immutable, past-tense events.
+
+Every event carries the same envelope (ids, time, correlation) and is published to its own
+topic, keyed by ``offer_id`` so one offer's events stay ordered within a partition. The
+topic name doubles as the Avro schema's file name and registry subject stem.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+from datetime import datetime
+from typing import ClassVar
+
+
+class ValuationOutcome(enum.StrEnum):
+    VALUED = "VALUED"
+    FAILED = "FAILED"
+
+
+class PayoutStatus(enum.StrEnum):
+    SUCCEEDED = "SUCCEEDED"
+    FAILED = "FAILED"
+
+
+class PayoutProvider(enum.StrEnum):
+    STRIPE = "STRIPE"
+    WISE = "WISE"
+    NONE = "NONE"
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Event:
+    """The envelope every lifecycle event shares."""
+
+    TOPIC: ClassVar[str] = ""
+
+    event_id: str
+    offer_id: str
+    creator_id: str
+    occurred_at: datetime
+    correlation_id: str
+    causation_id: str | None = None
+
+    @property
+    def event_type(self) -> str:
+        return self.TOPIC
+
+
+@dataclass(frozen=True, slots=True)
+class RoyaltyPeriod:
+    period: str  # calendar month, "YYYY-MM"
+    amount_minor: int
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class OfferCreated(Event):
+    TOPIC: ClassVar[str] = "offer.created"
+
+    currency: str
+    royalty_history: tuple[RoyaltyPeriod, ...]
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class OfferValuated(Event):
+    TOPIC: ClassVar[str] = "offer.valuated"
+
+    outcome: ValuationOutcome
+    currency: str
+    model_version: str
+    low_minor: int | None = None
+    median_minor: int | None = None
+    high_minor: int | None = None
+    median_monthly_royalty_minor: int | None = None
+    months_considered: int = 0
+    failure_reason: str | None = None
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class TermsheetGenerated(Event):
+    TOPIC: ClassVar[str] = "offer.termsheet.generated"
+
+    document_key: str
+    sha256: str
+    size_bytes: int
+    advance_minor: int
+    currency: str
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class OfferAccepted(Event):
+    TOPIC: ClassVar[str] = "offer.accepted"
+
+    advance_minor: int
+    currency: str
+    termsheet_sha256: str
+    accepted_by: str
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class PayoutRequested(Event):
+    TOPIC: ClassVar[str] = "offer.payout.requested"
+
+    payout_id: str
+    recipient_id: str
+    amount_minor: int
+    currency: str
+    requested_by: str
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class PayoutCompleted(Event):
+    TOPIC: ClassVar[str] = "offer.payout.completed"
+
+    payout_id: str
+    status: PayoutStatus
+    provider: PayoutProvider
+    amount_minor: int
+    currency: str
+    provider_reference: str | None = None
+    failure_reason: str | None = None
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class ReceiptGenerated(Event):
+    TOPIC: ClassVar[str] = "offer.receipt.generated"
+
+    payout_id: str
+    document_key: str
+    sha256: str
+    size_bytes: int
+
+
+LIFECYCLE_EVENTS: tuple[type[Event], ...] = (
+    OfferCreated,
+    OfferValuated,
+    TermsheetGenerated,
+    OfferAccepted,
+    PayoutRequested,
+    PayoutCompleted,
+    ReceiptGenerated,
+)
+
+EVENT_BY_TOPIC: dict[str, type[Event]] = {cls.TOPIC: cls for cls in LIFECYCLE_EVENTS}
+
+DEADLETTER_TOPIC = "offer.deadletter"
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class DeadLetter:
+    """A message a consumer could not decode or validate, parked with its origin."""
+
+    TOPIC: ClassVar[str] = DEADLETTER_TOPIC
+
+    dead_letter_id: str
+    consumer: str
+    original_topic: str
+    original_partition: int
+    original_offset: int
+    original_key: bytes | None
+    original_value: bytes | None
+    error_type: str
+    error: str
+    failed_at: datetime

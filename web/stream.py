@@ -1,0 +1,90 @@
+"""GET /offers/events/deals: the SSE deals stream.
+
+``id:`` is the change sequence. A client that reconnects sends ``Last-Event-ID`` and is
+first served everything after it from Postgres, then live changes from the feed; sequences
+already sent are skipped, so the switch-over neither loses nor repeats an update.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from aiohttp import web
+from aiohttp_sse import EventSourceResponse, sse_response
+
+from infra.metrics import SSE_CLIENTS, SSE_EVENTS_SENT
+from projections.queries import changes_after
+from web.keys import ENGINE, FEED, SETTINGS
+
+BACKFILL_BATCH = 500
+
+
+def _start_seq(request: web.Request, head: int) -> int:
+    raw = request.headers.get("Last-Event-ID") or request.query.get("last_event_id")
+    if raw is None or raw == "":
+        return head
+    try:
+        value = int(raw)
+    except ValueError as exc:
+        raise web.HTTPBadRequest(text="Last-Event-ID must be a change sequence number") from exc
+    if value < 0:
+        raise web.HTTPBadRequest(text="Last-Event-ID must not be negative")
+    return value
+
+
+def stream_filter(request: web.Request) -> str | None:
+    """Which creator's deals this caller may see (None: all). The auth layer sets it."""
+    return request.get("creator_scope")
+
+
+async def _send(resp: EventSourceResponse, change: dict[str, Any]) -> None:
+    await resp.send(json.dumps(change, separators=(",", ":")), id=str(change["seq"]), event="deal")
+    SSE_EVENTS_SENT.inc()
+
+
+async def deals_stream(request: web.Request) -> web.StreamResponse:
+    feed = request.app[FEED]
+    engine = request.app[ENGINE]
+    last = _start_seq(request, feed.head)
+    creator = stream_filter(request)
+    subscription = feed.subscribe()
+    SSE_CLIENTS.inc()
+    try:
+        async with sse_response(
+            request, ping_interval=request.app[SETTINGS].sse_heartbeat_seconds, headers={"X-Accel-Buffering": "no"}
+        ) as resp:
+            await resp.send(json.dumps({"head": feed.head, "resume_from": last}), event="ready")
+            last = await _backfill(resp, engine, last, creator)
+            while resp.is_connected():
+                change = await subscription.queue.get()
+                if change is None:
+                    break
+                if subscription.overflowed:
+                    subscription.overflowed = False
+                    while not subscription.queue.empty():
+                        subscription.queue.get_nowait()
+                    last = await _backfill(resp, engine, last, creator)
+                    continue
+                if change["seq"] <= last:
+                    continue
+                last = change["seq"]
+                if creator is None or change["deal"].get("creator_id") == creator:
+                    await _send(resp, change)
+        return resp
+    except ConnectionResetError:
+        return web.Response(status=499)
+    finally:
+        feed.unsubscribe(subscription)
+        SSE_CLIENTS.dec()
+
+
+async def _backfill(resp: EventSourceResponse, engine: Any, last: int, creator: str | None) -> int:
+    while True:
+        async with engine.connect() as conn:
+            batch = await changes_after(conn, last, limit=BACKFILL_BATCH, creator_id=creator)
+        if not batch:
+            return last
+        for change in batch:
+            await _send(resp, change)
+            last = change["seq"]
