@@ -84,6 +84,12 @@ def create_app(settings: Settings, **overrides: Any) -> SpaceMusicApp:
     options.update(overrides)
     app = SpaceMusicApp(settings.consumer_group("workers"), **options)
     app.settings = settings
+
+    @app.on_partitions_assigned.connect
+    async def _log_assignment(sender: object, assigned: set[Any], **_: Any) -> None:
+        # Operators (and the test suite) read this line as "the worker is consuming".
+        log.info("partitions_assigned", count=len(assigned))
+
     from agents import projector, valuation  # registration needs the app; keep it explicit
 
     valuation.register(app)

@@ -7,7 +7,7 @@ variable, so a misconfigured process dies at start-up instead of half-working.
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -46,6 +46,15 @@ class Settings:
     wise_token: str = field(default="", repr=False)
     wise_profile_id: str = ""
     recipient_encryption_key: str = field(default="", repr=False)
+    payout_provider_timeout_seconds: float = 10.0
+    oidc_issuer: str = ""
+    oidc_audience: str = "https://api.spacemusic.local"
+    oidc_jwks_url: str = ""
+    oidc_algorithms: tuple[str, ...] = ("RS256",)
+    dev_idp_key_path: Path = REPO_ROOT / ".local" / "dev-idp" / "signing-key.pem"
+    session_secret: str = field(default="", repr=False)
+    flags_file: Path = REPO_ROOT / "infra" / "local" / "flags.json"
+    launchdarkly_sdk_key: str = field(default="", repr=False)
 
     def topic(self, name: str) -> str:
         """The physical topic for a logical one (tests isolate themselves with a namespace)."""
@@ -86,7 +95,7 @@ class Settings:
                 + " (set them in the environment; `make run` loads infra/local/dev.env)"
             )
         values: dict[str, object] = {attr: env[var] for attr, var in required.items()}
-        optional: dict[str, tuple[str, type]] = {
+        optional: dict[str, tuple[str, Callable[[str], object]]] = {
             "env": ("SPACEMUSIC_ENV", str),
             "topic_namespace": ("TOPIC_NAMESPACE", str),
             "topic_partitions": ("TOPIC_PARTITIONS", int),
@@ -106,6 +115,15 @@ class Settings:
             "wise_token": ("WISE_TOKEN", str),
             "wise_profile_id": ("WISE_PROFILE_ID", str),
             "recipient_encryption_key": ("RECIPIENT_ENCRYPTION_KEY", str),
+            "payout_provider_timeout_seconds": ("PAYOUT_PROVIDER_TIMEOUT_SECONDS", float),
+            "oidc_issuer": ("OIDC_ISSUER", str),
+            "oidc_audience": ("OIDC_AUDIENCE", str),
+            "oidc_jwks_url": ("OIDC_JWKS_URL", str),
+            "oidc_algorithms": ("OIDC_ALGORITHMS", lambda raw: tuple(a.strip() for a in raw.split(",") if a.strip())),
+            "dev_idp_key_path": ("DEV_IDP_KEY_PATH", Path),
+            "session_secret": ("SESSION_SECRET", str),
+            "flags_file": ("FLAGS_FILE", Path),
+            "launchdarkly_sdk_key": ("LAUNCHDARKLY_SDK_KEY", str),
         }
         for attr, (var, kind) in optional.items():
             raw = env.get(var)
@@ -114,7 +132,7 @@ class Settings:
             try:
                 values[attr] = kind(raw)
             except ValueError as exc:
-                raise SettingsError(f"{var}={raw!r} is not a valid {kind.__name__}") from exc
+                raise SettingsError(f"{var}={raw!r} is not a valid {getattr(kind, '__name__', 'value')}") from exc
         settings = cls(**values)  # type: ignore[arg-type]
         if not settings.schema_dir.is_dir():
             raise SettingsError(f"SCHEMA_DIR {settings.schema_dir} is not a directory")
@@ -131,4 +149,5 @@ class Settings:
             "topic_namespace": self.topic_namespace,
             "stripe_key": _redact(self.stripe_api_key),
             "wise_token": _redact(self.wise_token),
+            "launchdarkly": "configured" if self.launchdarkly_sdk_key else "local flag file",
         }

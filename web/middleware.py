@@ -16,7 +16,7 @@ from web.errors import ValidationFailed, json_error
 log = get_logger("web.access")
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-REQUEST_ID = "request_id"
+REQUEST_ID = web.RequestKey("request_id", str)
 
 
 def _route_name(request: web.Request) -> str:

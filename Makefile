@@ -1,0 +1,57 @@
+# SpaceMusic: `make run` brings the whole system up on the local stack; `make test` runs
+# every test against it. Both install what is missing first (idempotent, fast when warm).
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+VENV := .venv
+BIN := $(VENV)/bin
+# Local settings for every target; anything already in the environment wins.
+LOAD_ENV := set -a; source infra/local/dev.env; set +a;
+export PYTHONDONTWRITEBYTECODE := 1
+
+.PHONY: help install stack-up stack-down stack-status stack-reset setup run worker web simulate test test-unit lint bench clean
+
+help: ## List the targets
+	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-13s %s\n", $$1, $$2}'
+
+install: ## Install everything the project needs (Debian packages, venv, Kafka, registry, stripe-mock)
+	@$(LOAD_ENV) bash infra/local/stack.sh install
+
+stack-up: install ## Start Postgres, the schema registry, Kafka, S3 (moto) and stripe-mock
+	@$(LOAD_ENV) bash infra/local/stack.sh up
+
+stack-down: ## Stop the local stack
+	@$(LOAD_ENV) bash infra/local/stack.sh down
+
+stack-status: ## Show what is running where
+	@$(LOAD_ENV) bash infra/local/stack.sh status
+
+stack-reset: ## Stop the stack and wipe its data (keeps installed software)
+	@$(LOAD_ENV) bash infra/local/stack.sh reset
+
+setup: stack-up ## Migrate the database, register schemas, create topics
+	@$(LOAD_ENV) $(BIN)/spacemusic migrate
+	@$(LOAD_ENV) $(BIN)/spacemusic schemas register
+	@$(LOAD_ENV) $(BIN)/spacemusic topics create
+
+run: setup ## Run web + workers (Procfile, via honcho) with a trickle of simulated offers
+	@$(LOAD_ENV) bash infra/local/run.sh
+
+simulate: ## Post realistic offers to the running web app (Ctrl-C to stop)
+	@$(LOAD_ENV) $(BIN)/spacemusic simulate --rate 1
+
+test: stack-up ## Run the whole test suite against the real local stack, with coverage
+	@$(LOAD_ENV) $(BIN)/python -m pytest -q -p no:cacheprovider --cov --cov-report=term:skip-covered --cov-report=xml $(PYTEST_ARGS)
+
+test-unit: install ## Only the tests that need no running stack
+	@$(BIN)/python -m pytest -q -p no:cacheprovider tests/unit $(PYTEST_ARGS)
+
+lint: install ## ruff + import-linter (the layering contracts)
+	@$(BIN)/ruff check .
+	@$(BIN)/ruff format --check .
+	@$(BIN)/lint-imports
+
+bench: setup ## Benchmarks under bench/ (print their figures)
+	@$(LOAD_ENV) for b in bench/*.py; do $(BIN)/python $$b || exit 1; done
+
+clean: ## Remove caches and test artifacts (not the stack)
+	rm -rf .pytest_cache htmlcov coverage.xml .coverage test-artifacts
