@@ -16,7 +16,9 @@ async def test_offer_is_valued_and_streamed(web_client, worker) -> None:
         ready = await stream.next()
         assert ready.event == "ready"
         creator = str(uuid.uuid4())
-        created = await web_client.post("/offers", json={"creator_id": creator, "currency": "EUR", "royalty_history": HISTORY})
+        created = await web_client.post(
+            "/offers", json={"creator_id": creator, "currency": "EUR", "royalty_history": HISTORY}
+        )
         assert created.status == 202
         offer_id = (await created.json())["offer_id"]
         change = await stream.next_deal(lambda c: c["deal"]["offer_id"] == offer_id and c["deal"]["status"] == "valued")
@@ -26,4 +28,7 @@ async def test_offer_is_valued_and_streamed(web_client, worker) -> None:
     got = await web_client.get(f"/offers/{offer_id}")
     assert got.status == 200
     body = await got.json()
-    assert body["status"] == "valued" and body["valuation_low_minor"] < body["valuation_median_minor"] < body["valuation_high_minor"]
+    assert (
+        body["status"] == "valued"
+        and body["valuation_low_minor"] < body["valuation_median_minor"] < body["valuation_high_minor"]
+    )

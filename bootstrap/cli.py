@@ -1,8 +1,9 @@
 """`spacemusic`: one console script for every process and operator task.
 
-Faust's own umbrella CLI is reachable as `spacemusic faust ...`; `spacemusic worker` runs
-the Faust worker for this app. Settings are read from the environment by each command when
-it runs (never at import), so `--help` works anywhere.
+This is the composition root, the only place that sees both the Faust side (``agents``)
+and the web side (``web``). Faust's own umbrella CLI is reachable as `spacemusic faust
+...`; `spacemusic worker` runs the Faust worker for this app. Settings are read from the
+environment by each command when it runs (never at import), so `--help` works anywhere.
 """
 
 from __future__ import annotations
@@ -10,8 +11,9 @@ from __future__ import annotations
 import click
 
 from agents.commands.admin import migrate, schemas, topics
-from agents.commands.services import faust_cli, web_command, worker
+from agents.commands.services import faust_cli, worker
 from agents.commands.simulate import simulate
+from web.command import web_command
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})

@@ -1,0 +1,1 @@
+"""Composition root: wires the agents' and the web app's commands into one CLI."""

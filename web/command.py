@@ -1,0 +1,31 @@
+"""`spacemusic web`: serve the HTTP API, the SSE deals stream and the admin page."""
+
+from __future__ import annotations
+
+import click
+from aiohttp import web
+
+from infra.cli import load_settings, run
+from infra.logging import get_logger
+from infra.readiness import wait_for_dependencies
+from web.app import create_app
+
+log = get_logger(__name__)
+
+
+@click.command("web")
+@click.option("--host", default=None, help="Bind address (default WEB_HOST, 127.0.0.1).")
+@click.option("--port", type=int, default=None, help="Port (default WEB_PORT, 8080).")
+def web_command(host: str | None, port: int | None) -> None:
+    """Serve the HTTP API, the SSE deals stream and the admin page."""
+    settings = load_settings()
+    run(wait_for_dependencies(settings))
+    log.info("web_starting", host=host or settings.web_host, port=port or settings.web_port)
+    web.run_app(
+        create_app(settings),
+        host=host or settings.web_host,
+        port=port or settings.web_port,
+        access_log=None,
+        print=None,
+        shutdown_timeout=5,
+    )
