@@ -92,7 +92,9 @@ async def engine(settings: Settings) -> AsyncIterator[AsyncEngine]:
 @pytest.fixture(scope="session")
 async def codec(settings: Settings) -> RegistryCodec:
     codec = RegistryCodec(
-        new_registry_client(settings.schema_registry_url), SchemaCatalog.load(settings.schema_dir), settings.topic_namespace
+        new_registry_client(settings.schema_registry_url),
+        SchemaCatalog.load(settings.schema_dir),
+        settings.topic_namespace,
     )
     await codec.register_all()
     return codec
