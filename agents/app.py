@@ -6,6 +6,7 @@ undecodable message becomes a dead letter instead of an exception inside Faust.
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 from typing import Any
 
@@ -13,9 +14,14 @@ import faust
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from infra.avro import RegistryCodec, SchemaCatalog, new_registry_client
+from infra.crypto import RecipientVault
 from infra.db import create_engine
+from infra.documents import DocumentStore
 from infra.kafka import EventPublisher
 from infra.logging import get_logger
+from infra.providers.base import PayoutProvider
+from infra.providers.stripe import StripeClient
+from infra.providers.wise import WiseClient
 from infra.settings import Settings
 
 log = get_logger(__name__)
@@ -27,6 +33,10 @@ class Resources:
     codec: RegistryCodec
     publisher: EventPublisher
     engine: AsyncEngine
+    vault: RecipientVault
+    documents: DocumentStore
+    stripe: PayoutProvider | None
+    wise: PayoutProvider | None
 
 
 class SpaceMusicApp(faust.App):
@@ -34,6 +44,7 @@ class SpaceMusicApp(faust.App):
 
     settings: Settings
     _resources: Resources | None = None
+    _exit_stack: contextlib.AsyncExitStack | None = None
 
     @property
     def resources(self) -> Resources:
@@ -43,22 +54,42 @@ class SpaceMusicApp(faust.App):
 
     async def on_start(self) -> None:
         await super().on_start()
+        settings = self.settings
+        stack = contextlib.AsyncExitStack()
+        self._exit_stack = stack
         codec = RegistryCodec(
-            new_registry_client(self.settings.schema_registry_url),
-            SchemaCatalog.load(self.settings.schema_dir),
-            self.settings.topic_namespace,
+            new_registry_client(settings.schema_registry_url),
+            SchemaCatalog.load(settings.schema_dir),
+            settings.topic_namespace,
         )
         await codec.register_all()
-        publisher = EventPublisher(self.settings, codec)
+        publisher = EventPublisher(settings, codec)
         await publisher.start()
-        self._resources = Resources(self.settings, codec, publisher, create_engine(self.settings))
-        log.info("worker_resources_ready", **self.settings.safe_summary())
+        stack.push_async_callback(publisher.stop)
+        engine = create_engine(settings)
+        stack.push_async_callback(engine.dispose)
+        documents = await stack.enter_async_context(DocumentStore.from_settings(settings))
+        await documents.ensure_bucket()
+        timeout = settings.payout_provider_timeout_seconds
+        stripe = wise = None
+        if settings.stripe_api_key:
+            stripe = await stack.enter_async_context(
+                StripeClient(settings.stripe_api_base, settings.stripe_api_key, timeout)
+            )
+        if settings.wise_token and settings.wise_profile_id:
+            wise = await stack.enter_async_context(
+                WiseClient(settings.wise_api_base, settings.wise_token, settings.wise_profile_id, timeout)
+            )
+        self._resources = Resources(
+            settings, codec, publisher, engine, RecipientVault.from_settings(settings), documents, stripe, wise
+        )
+        log.info("worker_resources_ready", stripe=stripe is not None, wise=wise is not None, **settings.safe_summary())
 
     async def on_stop(self) -> None:
-        if self._resources is not None:
-            await self._resources.publisher.stop()
-            await self._resources.engine.dispose()
-            self._resources = None
+        self._resources = None
+        if self._exit_stack is not None:
+            await self._exit_stack.aclose()
+            self._exit_stack = None
         await super().on_stop()
 
 
@@ -90,8 +121,8 @@ def create_app(settings: Settings, **overrides: Any) -> SpaceMusicApp:
         # Operators (and the test suite) read this line as "the worker is consuming".
         log.info("partitions_assigned", count=len(assigned))
 
-    from agents import projector, valuation  # registration needs the app; keep it explicit
+    from agents import documents, payouts, projector, valuation  # registration needs the app
 
-    valuation.register(app)
-    projector.register(app)
+    for module in (valuation, projector, payouts, documents):
+        module.register(app)
     return app

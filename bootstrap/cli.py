@@ -11,6 +11,7 @@ from __future__ import annotations
 import click
 
 from agents.commands.admin import migrate, schemas, topics
+from agents.commands.ledger import ledger
 from agents.commands.services import faust_cli, worker
 from agents.commands.simulate import simulate
 from web.command import web_command
@@ -24,7 +25,7 @@ def cli() -> None:
     """
 
 
-for command in (worker, web_command, faust_cli, migrate, schemas, topics, simulate):
+for command in (worker, web_command, faust_cli, migrate, schemas, topics, simulate, ledger):
     cli.add_command(command)
 
 

@@ -10,6 +10,8 @@ from alembic import context
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import create_async_engine
 
+import projections.accounts  # noqa: F401 - registers the plain tables on the metadata
+import projections.ledger  # noqa: F401 - registers the ledger tables on the metadata
 from projections.tables import metadata
 
 config = context.config

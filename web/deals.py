@@ -8,6 +8,7 @@ from aiohttp import web
 
 from models.deal import DealStatus
 from projections.queries import deal_history, get_deal, list_deals
+from web.auth.permissions import CREATOR_SCOPE
 from web.errors import ValidationFailed
 from web.keys import ENGINE
 
@@ -66,7 +67,7 @@ async def get_deals(request: web.Request) -> web.Response:
             problems.append({"field": "cursor", "problem": "must be the next_cursor of a previous page"})
     if problems:
         raise ValidationFailed(problems)
-    scope = request.get("creator_scope")
+    scope = request.get(CREATOR_SCOPE)
     if scope is not None:
         creator_id = scope
     async with request.app[ENGINE].connect() as conn:

@@ -6,6 +6,8 @@ from aiohttp import web
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from infra.avro import RegistryCodec
+from infra.crypto import RecipientVault
+from infra.documents import DocumentStore
 from infra.kafka import EventPublisher
 from infra.settings import Settings
 from web.feed import DealChangeFeed
@@ -15,3 +17,5 @@ ENGINE = web.AppKey("engine", AsyncEngine)
 CODEC = web.AppKey("codec", RegistryCodec)
 PUBLISHER = web.AppKey("publisher", EventPublisher)
 FEED = web.AppKey("feed", DealChangeFeed)
+VAULT = web.AppKey("vault", RecipientVault)
+DOCUMENTS = web.AppKey("documents", DocumentStore)

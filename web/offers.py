@@ -11,8 +11,9 @@ from aiohttp import web
 from infra.avro import RegistryUnavailable
 from infra.logging import get_logger
 from models.events import OfferCreated
-from web.errors import json_error
-from web.keys import PUBLISHER
+from projections.creators import creator_exists
+from web.errors import ValidationFailed, json_error
+from web.keys import ENGINE, PUBLISHER
 from web.middleware import REQUEST_ID
 from web.validation import parse_offer_request
 
@@ -36,6 +37,11 @@ async def read_json(request: web.Request) -> object:
 
 async def create_offer(request: web.Request) -> web.Response:
     offer = parse_offer_request(await read_json(request))
+    async with request.app[ENGINE].connect() as conn:
+        if not await creator_exists(conn, offer.creator_id):
+            raise ValidationFailed(
+                [{"field": "creator_id", "problem": "is not a known creator (POST /creators first)"}]
+            )
     correlation_id = request.headers.get("X-Correlation-ID", request[REQUEST_ID])[:128]
     event = OfferCreated(
         event_id=str(uuid.uuid4()),

@@ -15,6 +15,7 @@ from aiohttp_sse import EventSourceResponse, sse_response
 
 from infra.metrics import SSE_CLIENTS, SSE_EVENTS_SENT
 from projections.queries import changes_after
+from web.auth.permissions import CREATOR_SCOPE
 from web.keys import ENGINE, FEED, SETTINGS
 
 BACKFILL_BATCH = 500
@@ -35,7 +36,7 @@ def _start_seq(request: web.Request, head: int) -> int:
 
 def stream_filter(request: web.Request) -> str | None:
     """Which creator's deals this caller may see (None: all). The auth layer sets it."""
-    return request.get("creator_scope")
+    return request.get(CREATOR_SCOPE)
 
 
 async def _send(resp: EventSourceResponse, change: dict[str, Any]) -> None:

@@ -35,6 +35,37 @@ def realistic_history(rng: random.Random, months: int, end_year: int = 2026, end
     return history
 
 
+ARTISTS = [
+    "Nova Reyes",
+    "The Velvet Static",
+    "Kofi Mensah",
+    "Luna Park Trio",
+    "Ada Okafor",
+    "Siren Lake",
+    "Marek Nowak",
+    "Juno & The Tides",
+    "Ravi Shah",
+    "Hollow Pines",
+]
+
+
+async def ensure_creators(client: httpx.AsyncClient, pool: list[str], rng: random.Random) -> None:
+    """The simulated creators exist before their offers (409 means already there)."""
+    while True:
+        try:
+            for creator_id in pool:
+                name = f"{rng.choice(ARTISTS)} #{creator_id[:4]}"
+                response = await client.post("/creators", json={"creator_id": creator_id, "display_name": name})
+                if response.status_code not in (201, 409):
+                    console.print(
+                        f"[yellow]creator {creator_id}: {response.status_code} {response.text[:200]}[/yellow]"
+                    )
+            return
+        except httpx.HTTPError as exc:
+            console.print(f"[yellow]waiting for the web app: {exc}[/yellow]")
+            await asyncio.sleep(2)
+
+
 @click.command()
 @click.option("--url", default="http://127.0.0.1:8080", show_default=True, help="Base URL of the web app.")
 @click.option("--rate", default=1.0, show_default=True, help="Offers per second.")
@@ -50,6 +81,7 @@ def simulate(url: str, rate: float, count: int, creators: int, seed: int | None)
     async def go() -> None:
         sent = 0
         async with httpx.AsyncClient(base_url=url, timeout=10) as client:
+            await ensure_creators(client, pool, rng)
             while count == 0 or sent < count:
                 body = {
                     "creator_id": rng.choice(pool),

@@ -352,8 +352,9 @@ spawn() {  # name workdir cmd...
   local log; log=$(log_of "$name")
   rm -f "$RUN/$name.pid"
   printf '\n===== %s: starting %s =====\n' "$(date '+%F %T')" "$name" >>"$log"
+  # 9>&-: the child must not inherit the stack lock (it would hold it for its lifetime)
   ( cd "$dir" && exec setsid bash -c 'echo $$ >"$0"; exec "$@"' "$RUN/$name.pid" "$@" ) \
-    >>"$log" 2>&1 </dev/null &
+    >>"$log" 2>&1 </dev/null 9>&- &
   local i
   for i in $(seq 1 50); do [[ -s $RUN/$name.pid ]] && return 0; sleep 0.1; done
   fail_component "$name" "process did not start"
@@ -473,7 +474,7 @@ up_pg() {
   rm -f "$PG_SOCK_DIR/.s.PGSQL.$PG_PORT.lock" 2>/dev/null || true
   printf '\n===== %s: starting pg =====\n' "$(date '+%F %T')" >>"$(log_of pg)"
   as_pg "$PG_BIN/pg_ctl" start -D "$PGDATA" -l "$(log_of pg)" -w -t "$UP_TIMEOUT" -s \
-    >>"$(log_of pg)" 2>&1 || fail_component pg "pg_ctl start failed"
+    >>"$(log_of pg)" 2>&1 </dev/null 9>&- || fail_component pg "pg_ctl start failed"
   running_pid pg >/dev/null || fail_component pg "postmaster is not running after pg_ctl start"
   health_pg || fail_component pg "pg_isready fails after start"
   pg_bootstrap_sql || fail_component pg "could not create role/databases"
@@ -509,9 +510,12 @@ launch_registry() {
     -Dapicurio.rest.deletion.artifact.enabled=true \
     -Dapicurio.rest.deletion.artifact-version.enabled=true \
     -Dapicurio.rest.deletion.group.enabled=true \
+    -Dapicurio.ccompat.use-canonical-hash=true \
     -Dapicurio.import.work-dir="$dir/tmp" \
     -Dapicurio.storage.snapshot.location="$dir/tmp" \
     -Dquarkus.http.access-log.enabled=false \
+    '-Dquarkus.log.category."io.quarkus".level=INFO' \
+    '-Dquarkus.log.console.format=%d{yyyy-MM-dd HH:mm:ss,SSS} %-5p [%c{3.}] (%t) %s%e%n' \
     -jar "$APICURIO_JAR"
 }
 
@@ -601,7 +605,8 @@ cmd_up() {
   # The others are independent of each other: launch all that are down, then wait for each.
   local name pending=()
   declare -gA T0=()
-  for name in registry kafka s3 stripe; do
+  # Kafka last: its first start formats the storage synchronously (two short JVM runs).
+  for name in registry s3 stripe kafka; do
     if running_pid "$name" >/dev/null; then
       if "health_$name"; then line "$name" "$(addr_of "$name")" "already up"; continue; fi
       T0[$name]=$(now); pending+=("$name")   # ours but still starting (or unhealthy): wait

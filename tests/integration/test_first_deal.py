@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-import uuid
-
+from tests.integration.test_pipeline import make_creator
 from tests.sse import SseStream
 
 HISTORY = [{"period": f"2025-{m:02d}", "amount_minor": 100_000 + m * 1_000} for m in range(1, 13)]
@@ -15,7 +14,7 @@ async def test_offer_is_valued_and_streamed(web_client, worker) -> None:
         stream = SseStream(resp)
         ready = await stream.next()
         assert ready.event == "ready"
-        creator = str(uuid.uuid4())
+        creator = await make_creator(web_client)
         created = await web_client.post(
             "/offers", json={"creator_id": creator, "currency": "EUR", "royalty_history": HISTORY}
         )

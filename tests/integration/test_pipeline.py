@@ -18,9 +18,16 @@ from tests.stack import eventually
 HISTORY = [{"period": f"2025-{m:02d}", "amount_minor": 50_000 * m} for m in range(1, 7)]
 
 
-async def post_offer(web_client, creator: str | None = None, history=HISTORY) -> str:
+async def make_creator(web_client, name: str = "Test Creator") -> str:
+    resp = await web_client.post("/creators", json={"display_name": name, "country": "DE"})
+    assert resp.status == 201, await resp.text()
+    return (await resp.json())["creator_id"]
+
+
+async def post_offer(web_client, creator: str | None = None, history=HISTORY, currency: str = "EUR") -> str:
+    creator = creator or await make_creator(web_client)
     resp = await web_client.post(
-        "/offers", json={"creator_id": creator or str(uuid.uuid4()), "currency": "EUR", "royalty_history": history}
+        "/offers", json={"creator_id": creator, "currency": currency, "royalty_history": history}
     )
     assert resp.status == 202, await resp.text()
     return (await resp.json())["offer_id"]
@@ -59,12 +66,12 @@ async def test_events_delivered_twice_leave_the_projection_unchanged(web_client,
     event = offer_event()
     await publisher.publish(event)
     await eventually(lambda: deal_status(engine, event.offer_id), what="offer projected")
-    await eventually(lambda: _is(deal_status(engine, event.offer_id), "valued"), what="offer valued")
+    await eventually(lambda: _is(deal_status(engine, event.offer_id), "termsheet_issued"), what="term sheet issued")
     before = await snapshot(engine, event.offer_id)
     await publisher.publish(event)  # the same event again: a new offset, the same event id
     marker = offer_event()
     await publisher.publish(marker)  # once this is projected, the duplicate has been handled too
-    await eventually(lambda: _is(deal_status(engine, marker.offer_id), "valued"), what="marker valued")
+    await eventually(lambda: _is(deal_status(engine, marker.offer_id), "termsheet_issued"), what="marker processed")
     await asyncio.sleep(1)
     assert await snapshot(engine, event.offer_id) == before
 
@@ -84,8 +91,13 @@ async def test_redelivery_at_the_same_offset_is_skipped_by_tracking(engine) -> N
     assert (history, changes, deal["event_count"]) == (1, 1, 1)
 
 
+VALUED_OR_LATER = {"valued", "termsheet_issued", "accepted", "payout_requested", "paid", "payout_failed"}
+
+
 async def _is(awaitable, expected):
-    return (await awaitable) == expected
+    """Status check; "valued" also matches later stages (the term sheet follows at once)."""
+    status = await awaitable
+    return status in VALUED_OR_LATER if expected == "valued" else status == expected
 
 
 async def test_garbage_goes_to_deadletter_and_processing_continues(
@@ -188,7 +200,8 @@ BAD_REQUESTS = [
 
 async def test_bad_requests_get_a_4xx_naming_the_field_and_publish_nothing(web_client, settings) -> None:
     before = await end_offsets(settings, "offer.created")
-    for body, field in BAD_REQUESTS:
+    unknown_creator = {"creator_id": str(uuid.uuid4()), "currency": "EUR", "royalty_history": HISTORY}
+    for body, field in [*BAD_REQUESTS, (unknown_creator, "creator_id")]:
         if body is None:
             resp = await web_client.post("/offers", data=b"", headers={"Content-Type": "application/json"})
         elif isinstance(body, str):
@@ -203,7 +216,7 @@ async def test_bad_requests_get_a_4xx_naming_the_field_and_publish_nothing(web_c
 
 
 async def test_deals_listing_filters_and_paginates(web_client, worker, engine) -> None:
-    creator = str(uuid.uuid4())
+    creator = await make_creator(web_client)
     ids = [await post_offer(web_client, creator) for _ in range(5)]
     for offer_id in ids:
         await eventually(lambda o=offer_id: _is(deal_status(engine, o), "valued"), what="valued")
@@ -216,14 +229,35 @@ async def test_deals_listing_filters_and_paginates(web_client, worker, engine) -
         cursor = page["next_cursor"]
         if cursor is None:
             break
-    assert seen == list(reversed(ids))
-    valued = await (await web_client.get(f"/deals?status=valued&creator_id={creator}")).json()
-    assert len(valued["deals"]) == 5
+    assert sorted(seen) == sorted(ids) and len(seen) == 5
+    async with engine.connect() as conn:
+        order = (
+            (
+                await conn.execute(
+                    select(offers.c.offer_id).where(offers.c.creator_id == creator).order_by(offers.c.first_seq.desc())
+                )
+            )
+            .scalars()
+            .all()
+        )
+    assert seen == list(order)  # newest projection first, stable across pages
+    await eventually(lambda: _all_termsheets(web_client, creator), what="term sheets issued")
+    by_status = await (await web_client.get(f"/deals?status=termsheet_issued&creator_id={creator}")).json()
+    assert len(by_status["deals"]) == 5
     assert (await web_client.get("/deals?status=bogus")).status == 422
     assert (await web_client.get(f"/offers/{uuid.uuid4()}")).status == 404
     assert (await web_client.get("/offers/not-a-uuid")).status == 422
     history = await (await web_client.get(f"/offers/{ids[0]}/events")).json()
-    assert [e["event_type"] for e in history["events"]] == ["offer.created", "offer.valuated"]
+    assert [e["event_type"] for e in history["events"]] == [
+        "offer.created",
+        "offer.valuated",
+        "offer.termsheet.generated",
+    ]
+
+
+async def _all_termsheets(web_client, creator: str) -> bool:
+    page = await (await web_client.get(f"/deals?creator_id={creator}")).json()
+    return len(page["deals"]) == 5 and all(d["status"] == "termsheet_issued" for d in page["deals"])
 
 
 async def test_unpriceable_offer_produces_a_failed_valuation(web_client, worker, engine) -> None:

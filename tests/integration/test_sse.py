@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import uuid
 
 import aiohttp
 from sqlalchemy import select
@@ -93,10 +92,12 @@ async def test_two_web_processes_both_stream_an_update_written_once(stack_env, w
                 stream = SseStream(resp)
                 await stream.next()
                 streams.append(stream)
+            creator = await session.post(f"http://127.0.0.1:{ports[1]}/creators", json={"display_name": "Two Webs"})
+            assert creator.status == 201
             created = await session.post(
                 f"http://127.0.0.1:{ports[0]}/offers",
                 json={
-                    "creator_id": str(uuid.uuid4()),
+                    "creator_id": (await creator.json())["creator_id"],
                     "currency": "USD",
                     "royalty_history": [{"period": f"2025-0{m}", "amount_minor": 1000} for m in range(1, 7)],
                 },

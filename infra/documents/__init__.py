@@ -1,0 +1,48 @@
+"""Term sheets and receipts: render once, store write-once under an input-derived key.
+
+``produce_termsheet``/``produce_receipt`` are what an agent calls; a replayed event lands
+on the same key and gets the already-issued document back without rendering again.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+from infra.documents.render import render_pdf, render_receipt_html, render_termsheet_html
+from infra.documents.store import DocumentNotFound, DocumentStore, StoredDocument
+from models.documents import ReceiptData, TermsheetData, receipt_key, termsheet_key
+
+__all__ = [
+    "DocumentNotFound",
+    "DocumentSink",
+    "DocumentStore",
+    "StoredDocument",
+    "produce_receipt",
+    "produce_termsheet",
+]
+
+
+class DocumentSink(Protocol):
+    """The part of ``DocumentStore`` producing needs (lets tests pass an in-memory fake)."""
+
+    async def stat(self, key: str) -> StoredDocument | None: ...
+
+    async def put_if_absent(self, key: str, body: bytes, content_type: str = "application/pdf") -> StoredDocument: ...
+
+
+async def produce_termsheet(store: DocumentSink, data: TermsheetData) -> StoredDocument:
+    key = termsheet_key(data)
+    existing = await store.stat(key)
+    if existing is not None:
+        return existing  # rendering is the expensive part: skip it on replays
+    pdf = await render_pdf(render_termsheet_html(data), data.issued_at)
+    return await store.put_if_absent(key, pdf)
+
+
+async def produce_receipt(store: DocumentSink, data: ReceiptData) -> StoredDocument:
+    key = receipt_key(data)
+    existing = await store.stat(key)
+    if existing is not None:
+        return existing
+    pdf = await render_pdf(render_receipt_html(data), data.paid_at)
+    return await store.put_if_absent(key, pdf)

@@ -1,0 +1,161 @@
+"""The contract every payout provider adapter (Stripe, Wise) fulfils for the payouts agent.
+
+The one distinction that matters for money safety is *definite* versus *unknown*: a definite
+failure means the provider refused and nothing moved, so falling back to another provider is
+safe; an unknown outcome means the transfer may have executed, so the caller must look it up
+before doing anything else.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol, runtime_checkable
+
+import httpx
+
+from models.money import CURRENCY_EXPONENTS
+
+
+class TransferStatus(enum.StrEnum):
+    SUCCEEDED = "SUCCEEDED"
+    FAILED = "FAILED"
+    UNKNOWN = "UNKNOWN"
+
+
+@dataclass(frozen=True)
+class StripeDestination:
+    connected_account_id: str  # "acct_..."
+
+    def __post_init__(self) -> None:
+        if not self.connected_account_id.startswith("acct_"):
+            raise ValueError("connected_account_id must be a Stripe account id (acct_...)")
+
+
+@dataclass(frozen=True)
+class WiseDestination:
+    # Personal data: kept out of repr so a logged or raised request never carries it.
+    holder_name: str = field(repr=False)
+    iban: str = field(repr=False)
+    bic: str | None = field(default=None, repr=False)
+    legal_type: str = "PRIVATE"
+
+    def __post_init__(self) -> None:
+        if self.legal_type not in ("PRIVATE", "BUSINESS"):
+            raise ValueError("legal_type must be PRIVATE or BUSINESS")
+        if not self.holder_name.strip() or not self.iban.strip():
+            raise ValueError("holder_name and iban are required")
+
+
+Destination = StripeDestination | WiseDestination
+
+
+@dataclass(frozen=True)
+class TransferRequest:
+    payout_id: str  # UUID; every provider idempotency key is derived from it
+    offer_id: str
+    amount_minor: int
+    currency: str  # ISO 4217, upper case
+    destination: Destination
+    # Bumped by the caller (and persisted BEFORE the call) only when a Stripe idempotency key
+    # is known to be poisoned: Stripe replays a stored 5xx for the same key for 24 hours, so
+    # after "500, lookup finds nothing" a retry needs a fresh key. 0 keeps the plain key.
+    attempt: int = 0
+
+    def __post_init__(self) -> None:
+        # Normalise to the canonical UUID spelling so "ABC..." and "abc..." map to one key.
+        object.__setattr__(self, "payout_id", str(uuid.UUID(self.payout_id)))
+        if not isinstance(self.amount_minor, int) or isinstance(self.amount_minor, bool):
+            raise ValueError("amount_minor must be an integer")
+        if self.amount_minor <= 0:
+            raise ValueError("amount_minor must be positive")
+        if self.currency not in CURRENCY_EXPONENTS:
+            raise ValueError(f"unsupported currency {self.currency!r} (ISO 4217, upper case)")
+        if self.attempt < 0:
+            raise ValueError("attempt must be >= 0")
+
+
+@dataclass(frozen=True)
+class TransferResult:
+    status: TransferStatus
+    provider: str  # "STRIPE" | "WISE"
+    reference: str | None  # provider's transfer id when known
+    failure_reason: str | None  # short machine code, never a provider message or personal data
+    definite: bool  # True: the provider's answer is final; False: the outcome is not known
+
+    @property
+    def succeeded(self) -> bool:
+        return self.status is TransferStatus.SUCCEEDED
+
+    @property
+    def may_fall_back(self) -> bool:
+        """Only a definite refusal makes trying another provider safe."""
+        return self.status is TransferStatus.FAILED and self.definite
+
+    @classmethod
+    def success(cls, provider: str, reference: str) -> TransferResult:
+        return cls(TransferStatus.SUCCEEDED, provider, reference, None, True)
+
+    @classmethod
+    def refused(cls, provider: str, reason: str, reference: str | None = None) -> TransferResult:
+        return cls(TransferStatus.FAILED, provider, reference, reason, True)
+
+    @classmethod
+    def unknown(cls, provider: str, reason: str, reference: str | None = None) -> TransferResult:
+        return cls(TransferStatus.UNKNOWN, provider, reference, reason, False)
+
+
+@runtime_checkable
+class PayoutProvider(Protocol):
+    name: str
+
+    async def transfer(self, req: TransferRequest) -> TransferResult:
+        """Execute the payout, idempotently for the same request: never raises for provider
+        or network errors, it classifies them."""
+        ...
+
+    async def lookup(self, req: TransferRequest) -> TransferResult | None:
+        """What the provider knows about this payout. None: it has no executed transfer for
+        it (safe to retry the same provider with the same idempotency key). A result with
+        status UNKNOWN: the lookup itself could not complete; ask again later."""
+        ...
+
+
+# --- helpers shared by the adapters ------------------------------------------------------
+
+_MAX_RETRY_AFTER_SECONDS = 5.0
+
+
+async def send_with_rate_limit_retry(
+    send: Callable[[], Awaitable[httpx.Response]], *, max_retries: int, backoff_seconds: float
+) -> httpx.Response:
+    """Retry only 429: the provider did not process the request, so repeating it is always
+    safe. Every other outcome goes back to the adapter to classify (a timeout or 5xx may have
+    executed and must be reconciled by the caller, not blindly repeated here)."""
+    attempt = 0
+    while True:
+        response = await send()
+        if response.status_code != 429 or attempt >= max_retries:
+            return response
+        attempt += 1
+        await asyncio.sleep(_retry_delay(response, attempt, backoff_seconds))
+
+
+def _retry_delay(response: httpx.Response, attempt: int, backoff_seconds: float) -> float:
+    header = response.headers.get("Retry-After")
+    if header is not None:
+        try:
+            return min(max(float(header), 0.0), _MAX_RETRY_AFTER_SECONDS)
+        except ValueError:
+            pass
+    return backoff_seconds * (2 ** (attempt - 1))
+
+
+def json_or_none(response: httpx.Response) -> Any:
+    try:
+        return response.json()
+    except ValueError:
+        return None

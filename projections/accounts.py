@@ -1,0 +1,102 @@
+"""Plain tables beside the projections: creators, encrypted payout recipients, the payout
+state machine with its provider attempts, and API idempotency records."""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    BigInteger,
+    CheckConstraint,
+    Column,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    PrimaryKeyConstraint,
+    String,
+    Table,
+    Text,
+    func,
+    text,
+)
+from sqlalchemy.dialects.postgresql import JSONB, UUID
+
+from projections.tables import TS, metadata
+
+ID = UUID(as_uuid=False)
+
+creators = Table(
+    "creators",
+    metadata,
+    Column("creator_id", ID, primary_key=True),
+    Column("display_name", Text, nullable=False),
+    Column("country", String(2)),
+    Column("created_at", TS, nullable=False, server_default=func.now()),
+)
+
+payout_recipients = Table(
+    "payout_recipients",
+    metadata,
+    Column("recipient_id", ID, primary_key=True),
+    Column("creator_id", ID, ForeignKey("creators.creator_id"), nullable=False, index=True),
+    Column("currency", String(3), nullable=False),
+    # Fernet token (AES-128-CBC + HMAC-SHA256) of the JSON details; key from settings.
+    Column("details_ciphertext", LargeBinary, nullable=False),
+    Column("masked", JSONB, nullable=False),
+    Column("key_version", Integer, nullable=False, server_default="1"),
+    Column("created_at", TS, nullable=False, server_default=func.now()),
+)
+
+payouts = Table(
+    "payouts",
+    metadata,
+    Column("payout_id", ID, primary_key=True),
+    Column("offer_id", ID, nullable=False, unique=True),
+    Column("creator_id", ID, nullable=False),
+    Column("recipient_id", ID, nullable=False),
+    Column("amount_minor", BigInteger, nullable=False),
+    Column("currency", String(3), nullable=False),
+    Column("phase", String(20), nullable=False),
+    Column("provider", String(10)),
+    Column("provider_reference", Text),
+    Column("failure_reason", Text),
+    Column("requested_event_id", ID, nullable=False),
+    Column("correlation_id", Text, nullable=False),
+    Column("created_at", TS, nullable=False, server_default=func.now()),
+    Column("updated_at", TS, nullable=False, server_default=func.now()),
+    Column("completed_at", TS),
+    CheckConstraint("amount_minor >= 0", name="amount_not_negative"),
+    CheckConstraint(
+        "phase IN ('intent','stripe_pending','stripe_unknown','wise_pending','wise_unknown','succeeded','failed')",
+        name="phase_known",
+    ),
+    Index("ix_payouts_phase", "phase"),
+)
+
+payout_attempts = Table(
+    "payout_attempts",
+    metadata,
+    Column("attempt_id", BigInteger, primary_key=True, autoincrement=True),
+    Column("payout_id", ID, ForeignKey("payouts.payout_id"), nullable=False),
+    Column("provider", String(10), nullable=False),
+    Column("operation", String(10), nullable=False),
+    Column("status", String(20), nullable=False),
+    Column("reference", Text),
+    Column("failure_reason", Text),
+    Column("started_at", TS, nullable=False, server_default=func.now()),
+    Column("finished_at", TS),
+    # At most one provider transfer can ever succeed for a payout: the database says so.
+    Index("uq_payout_attempts_one_success", "payout_id", unique=True, postgresql_where=text("status = 'succeeded'")),
+    Index("ix_payout_attempts_payout_id", "payout_id"),
+)
+
+api_idempotency = Table(
+    "api_idempotency",
+    metadata,
+    Column("scope", String(64), nullable=False),
+    Column("idempotency_key", String(255), nullable=False),
+    Column("request_hash", String(64), nullable=False),
+    Column("response_status", Integer, nullable=False),
+    Column("response_body", JSONB, nullable=False),
+    Column("created_at", TS, nullable=False, server_default=func.now()),
+    PrimaryKeyConstraint("scope", "idempotency_key"),
+)

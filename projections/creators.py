@@ -1,0 +1,78 @@
+"""Queries and writes for creators and their encrypted payout recipients."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import insert, select
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from projections.accounts import creators, payout_recipients
+from projections.rows import jsonable
+
+
+async def creator_exists(conn: AsyncConnection, creator_id: str) -> bool:
+    return await conn.scalar(select(creators.c.creator_id).where(creators.c.creator_id == creator_id)) is not None
+
+
+async def get_creator(conn: AsyncConnection, creator_id: str) -> dict[str, Any] | None:
+    row = (await conn.execute(select(creators).where(creators.c.creator_id == creator_id))).mappings().first()
+    return jsonable(dict(row)) if row else None
+
+
+async def insert_creator(conn: AsyncConnection, creator_id: str, display_name: str, country: str | None) -> bool:
+    created = await conn.scalar(
+        pg_insert(creators)
+        .values(creator_id=creator_id, display_name=display_name, country=country)
+        .on_conflict_do_nothing(index_elements=["creator_id"])
+        .returning(creators.c.creator_id)
+    )
+    return created is not None
+
+
+async def insert_recipient(
+    conn: AsyncConnection, recipient_id: str, creator_id: str, currency: str, ciphertext: bytes, masked: dict[str, Any]
+) -> None:
+    await conn.execute(
+        insert(payout_recipients).values(
+            recipient_id=recipient_id,
+            creator_id=creator_id,
+            currency=currency,
+            details_ciphertext=ciphertext,
+            masked=masked,
+        )
+    )
+
+
+def _public(row: Any) -> dict[str, Any]:
+    return jsonable(
+        {
+            "recipient_id": row["recipient_id"],
+            "creator_id": row["creator_id"],
+            "currency": row["currency"],
+            "masked": row["masked"],
+            "created_at": row["created_at"],
+        }
+    )
+
+
+async def list_recipients(conn: AsyncConnection, creator_id: str) -> list[dict[str, Any]]:
+    rows = (
+        await conn.execute(
+            select(payout_recipients)
+            .where(payout_recipients.c.creator_id == creator_id)
+            .order_by(payout_recipients.c.created_at)
+        )
+    ).mappings()
+    return [_public(r) for r in rows]
+
+
+async def get_recipient(conn: AsyncConnection, recipient_id: str) -> dict[str, Any] | None:
+    """The stored row including the ciphertext (never return it over HTTP)."""
+    row = (
+        (await conn.execute(select(payout_recipients).where(payout_recipients.c.recipient_id == recipient_id)))
+        .mappings()
+        .first()
+    )
+    return dict(row) if row else None

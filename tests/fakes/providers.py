@@ -1,0 +1,731 @@
+"""A stateful fake of the Stripe and Wise HTTP APIs we use, as a real aiohttp server.
+
+Real HTTP, so a worker running in another process can be pointed at it (`stripe_url`,
+`wise_url`) and a test can steer it from outside (`POST /_control`) and read what happened
+(`GET /_state`). It keeps the provider semantics that matter for money safety:
+
+- Stripe: `Idempotency-Key` replays the stored status and body (including 5xx and declines,
+  as Stripe does for v1) and rejects the same key with different parameters
+  (400 idempotency_error); `GET /v1/transfers?transfer_group=` answers from stored state.
+- Wise: recipient -> quote -> transfer -> fund; a repeated `customerTransactionId` returns
+  the existing transfer; funding twice is 422 `transfer.invalid-state`; money "moves" only
+  when a transfer is funded.
+
+Faults per provider (Python `set_mode` or `POST /_control`): `ok`, `decline`, `reject` (Wise
+funding answered 200 REJECTED), `server_error` (500, nothing executed), `rate_limited` (429,
+nothing executed), `execute_then_timeout` (execute, then hold the response longer than the
+client waits), `execute_then_500` (execute, then answer 500). A fault applies to one step
+(Stripe: `transfer` | `lookup`; Wise: `recipient` | `quote` | `transfer` | `fund` | `lookup`;
+default: the money-moving step) and to `times` requests (None: until changed).
+
+Run standalone: `python -m tests.fakes.providers --port 12112`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import binascii
+import json
+import time
+import uuid
+from dataclasses import asdict, dataclass, field
+from decimal import Decimal, InvalidOperation
+from typing import Any
+
+from aiohttp import web
+
+from infra.providers.wise import customer_transaction_id, dumps_exact
+from models.money import CURRENCY_EXPONENTS
+
+PROVIDERS = ("stripe", "wise")
+MODES = frozenset(
+    {"ok", "decline", "reject", "server_error", "rate_limited", "execute_then_timeout", "execute_then_500"}
+)
+STEPS = {
+    "stripe": frozenset({"transfer", "lookup"}),
+    "wise": frozenset({"recipient", "quote", "transfer", "fund", "lookup"}),
+}
+DEFAULT_STEP = {"stripe": "transfer", "wise": "fund"}
+_NOT_EXECUTING = frozenset({"decline", "reject", "server_error", "rate_limited"})
+
+
+@dataclass
+class Fault:
+    mode: str = "ok"
+    step: str = ""
+    times: int | None = None  # None: sticky until changed
+    hang_seconds: float | None = None
+
+
+@dataclass
+class RecordedRequest:
+    provider: str
+    method: str
+    path: str  # without the /stripe or /wise prefix
+    query: dict[str, str]
+    headers: dict[str, str]
+    body: Any
+    at: float = field(default_factory=time.time)
+
+    def public(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["headers"] = {k: v for k, v in self.headers.items() if k.lower() != "authorization"}
+        return data
+
+
+class ProviderFake:
+    def __init__(
+        self,
+        *,
+        hang_seconds: float = 5.0,
+        stripe_api_key: str | None = None,
+        wise_token: str | None = None,
+        stripe_replays_5xx: bool = True,
+    ) -> None:
+        self.hang_seconds = hang_seconds
+        self._stripe_api_key = stripe_api_key
+        self._wise_token = wise_token
+        self.stripe_replays_5xx = stripe_replays_5xx
+        self._runner: web.AppRunner | None = None
+        self._stopping = asyncio.Event()
+        self.url = ""
+        self.reset()
+
+    # --- lifecycle ------------------------------------------------------------------------
+
+    async def start(self, host: str = "127.0.0.1", port: int = 0) -> None:
+        app = web.Application()
+        app.router.add_post("/_control", self._control)
+        app.router.add_get("/_state", self._state)
+        app.router.add_get("/_requests", self._requests)
+        app.router.add_post("/stripe/v1/transfers", self._stripe_create)
+        app.router.add_get("/stripe/v1/transfers", self._stripe_list)
+        app.router.add_get("/stripe/v1/transfers/{transfer_id}", self._stripe_get)
+        app.router.add_post("/wise/v1/accounts", self._wise_recipient)
+        app.router.add_post("/wise/v3/profiles/{profile_id}/quotes", self._wise_quote)
+        app.router.add_post("/wise/v1/transfers", self._wise_transfer)
+        app.router.add_get("/wise/v1/transfers", self._wise_list)
+        app.router.add_get("/wise/v1/transfers/{transfer_id}", self._wise_get)
+        app.router.add_post("/wise/v3/profiles/{profile_id}/transfers/{transfer_id}/payments", self._wise_fund)
+        self._stopping = asyncio.Event()
+        self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, host, port)
+        await site.start()
+        bound_host, bound_port = self._runner.addresses[0][:2]
+        self.url = f"http://{bound_host}:{bound_port}"
+
+    async def stop(self) -> None:
+        self._stopping.set()  # wakes handlers that are "losing" a response
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+
+    async def __aenter__(self) -> ProviderFake:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+    @property
+    def stripe_url(self) -> str:
+        return f"{self.url}/stripe"
+
+    @property
+    def wise_url(self) -> str:
+        return f"{self.url}/wise"
+
+    # --- steering and inspection (Python side) --------------------------------------------
+
+    def reset(self) -> None:
+        self.requests: list[RecordedRequest] = []
+        self.faults: dict[str, Fault] = {p: Fault(step=DEFAULT_STEP[p]) for p in PROVIDERS}
+        self.transfers: dict[str, list[dict[str, Any]]] = {p: [] for p in PROVIDERS}
+        self._idempotency: dict[str, tuple[dict[str, list[str]], int, dict[str, Any]]] = {}
+        self._recipients: dict[int, dict[str, Any]] = {}
+        self._quotes: dict[str, dict[str, Any]] = {}
+        self._used_quotes: set[str] = set()
+        self._wise_by_ctid: dict[str, dict[str, Any]] = {}
+        self._next_wise_id = 50_000_000
+
+    def set_mode(
+        self,
+        provider: str,
+        mode: str,
+        *,
+        step: str | None = None,
+        times: int | None = None,
+        hang_seconds: float | None = None,
+    ) -> None:
+        if provider not in PROVIDERS:
+            raise ValueError(f"provider must be one of {PROVIDERS}")
+        if mode not in MODES:
+            raise ValueError(f"mode must be one of {sorted(MODES)}")
+        step = step or DEFAULT_STEP[provider]
+        if step not in STEPS[provider]:
+            raise ValueError(f"step for {provider} must be one of {sorted(STEPS[provider])}")
+        if times is not None and times < 1:
+            raise ValueError("times must be >= 1 or None")
+        self.faults[provider] = Fault(mode=mode, step=step, times=times, hang_seconds=hang_seconds)
+
+    def executed(self, provider: str) -> dict[str, int]:
+        """Executed money movements per idempotency identity: Stripe transfers by
+        transfer_group (= payout id), Wise funded transfers by customerTransactionId."""
+        counts: dict[str, int] = {}
+        for transfer in self.transfers[provider]:
+            if provider == "stripe":
+                key = transfer.get("transfer_group") or ""
+            elif transfer.get("_funded"):
+                key = transfer["customerTransactionId"]
+            else:
+                continue
+            counts[key] = counts.get(key, 0) + 1
+        return counts
+
+    def executed_count(self, payout_id: str, provider: str | None = None) -> int:
+        """How many times money moved for this payout (both providers unless one is named)."""
+        per = {
+            "stripe": self.executed("stripe").get(payout_id, 0),
+            "wise": self.executed("wise").get(customer_transaction_id(payout_id), 0),
+        }
+        return per[provider] if provider else sum(per.values())
+
+    def reverse_stripe_transfer(self, transfer_id: str) -> None:
+        for transfer in self.transfers["stripe"]:
+            if transfer["id"] == transfer_id:
+                transfer["reversed"] = True
+                transfer["amount_reversed"] = transfer["amount"]
+                return
+        raise KeyError(transfer_id)
+
+    def state(self, payout_id: str | None = None) -> dict[str, Any]:
+        data: dict[str, Any] = {
+            p: {
+                "fault": asdict(self.faults[p]),
+                "transfers": [_public_transfer(t) for t in self.transfers[p]],
+                "executed": self.executed(p),
+                "requests": sum(1 for r in self.requests if r.provider == p),
+            }
+            for p in PROVIDERS
+        }
+        data["stripe"]["replays_5xx"] = self.stripe_replays_5xx
+        if payout_id is not None:
+            stripe_n = self.executed_count(payout_id, "stripe")
+            wise_n = self.executed_count(payout_id, "wise")
+            data["payout"] = {"payout_id": payout_id, "stripe": stripe_n, "wise": wise_n, "total": stripe_n + wise_n}
+        return data
+
+    # --- control endpoints (HTTP side) ----------------------------------------------------
+
+    async def _control(self, request: web.Request) -> web.Response:
+        try:
+            body = await request.json()
+            action = body.get("action", "set_mode")
+            if action == "reset":
+                self.reset()
+            elif action == "reverse_stripe_transfer":
+                self.reverse_stripe_transfer(body["transfer_id"])
+            elif action == "set_mode":
+                if "replay_5xx" in body:
+                    self.stripe_replays_5xx = bool(body["replay_5xx"])
+                if "mode" in body:
+                    self.set_mode(
+                        body["provider"],
+                        body["mode"],
+                        step=body.get("step"),
+                        times=body.get("times"),
+                        hang_seconds=body.get("hang_seconds"),
+                    )
+            else:
+                raise ValueError(f"unknown action {action!r}")
+        except (ValueError, KeyError, TypeError) as exc:
+            return web.json_response({"error": str(exc)}, status=400)
+        return _exact_json(self.state())
+
+    async def _state(self, request: web.Request) -> web.Response:
+        return _exact_json(self.state(request.query.get("payout_id")))
+
+    async def _requests(self, request: web.Request) -> web.Response:
+        return _exact_json([r.public() for r in self.requests])
+
+    # --- fault plumbing -------------------------------------------------------------------
+
+    def _take_fault(self, provider: str, step: str) -> Fault:
+        fault = self.faults[provider]
+        if fault.mode == "ok" or fault.step != step:
+            return Fault(mode="ok", step=step)
+        taken = Fault(mode=fault.mode, step=step, hang_seconds=fault.hang_seconds)
+        if fault.times is not None:
+            fault.times -= 1
+            if fault.times <= 0:
+                self.faults[provider] = Fault(step=DEFAULT_STEP[provider])
+        return taken
+
+    async def _lose_response(self, fault: Fault) -> None:
+        """Hold the response until the client has given up (or the fake stops)."""
+        seconds = fault.hang_seconds if fault.hang_seconds is not None else self.hang_seconds
+        try:
+            await asyncio.wait_for(self._stopping.wait(), timeout=seconds)
+        except TimeoutError:
+            pass
+
+    def _record(self, provider: str, request: web.Request, path: str, body: Any) -> None:
+        self.requests.append(
+            RecordedRequest(provider, request.method, path, dict(request.query), dict(request.headers), body)
+        )
+
+    # --- Stripe ---------------------------------------------------------------------------
+
+    def _stripe_auth_error(self, request: web.Request) -> web.Response | None:
+        header = request.headers.get("Authorization", "")
+        key = ""
+        if header.startswith("Basic "):
+            try:
+                key = base64.b64decode(header[6:]).decode().split(":", 1)[0]
+            except (ValueError, binascii.Error):
+                key = ""
+        elif header.startswith("Bearer "):
+            key = header[7:]
+        if not key.startswith("sk_") or (self._stripe_api_key is not None and key != self._stripe_api_key):
+            return _stripe_error(401, "invalid_request_error", None, "Invalid API Key provided.")
+        return None
+
+    async def _stripe_create(self, request: web.Request) -> web.Response:
+        form = await request.post()
+        params: dict[str, list[str]] = {}
+        for k, v in form.items():
+            params.setdefault(k, []).append(str(v))
+        self._record("stripe", request, "/v1/transfers", params)
+        if (denied := self._stripe_auth_error(request)) is not None:
+            return denied
+        if (invalid := _stripe_validate_transfer(params)) is not None:
+            return invalid  # validation errors are not stored under the key, as on Stripe
+        key = request.headers.get("Idempotency-Key")
+        if key is not None and key in self._idempotency:
+            stored_params, status, body = self._idempotency[key]
+            if stored_params != params:
+                return _stripe_error(
+                    400,
+                    "idempotency_error",
+                    None,
+                    "Keys for idempotent requests can only be used with the same parameters they were first used with.",
+                )
+            return web.json_response(body, status=status, headers={"Idempotent-Replayed": "true"})
+
+        fault = self._take_fault("stripe", "transfer")
+        if fault.mode == "rate_limited":
+            return _stripe_error(429, "invalid_request_error", "rate_limit", "Too many requests.")
+        if fault.mode in ("decline", "reject"):
+            return self._stripe_store(key, params, 402, _stripe_error_body("card_error", "card_declined", "Declined."))
+        if fault.mode == "server_error":
+            return self._stripe_store(key, params, 500, _stripe_error_body("api_error", None, "Internal error."))
+
+        transfer = _stripe_transfer(params)
+        self.transfers["stripe"].append(transfer)
+        if fault.mode == "execute_then_500":
+            return self._stripe_store(key, params, 500, _stripe_error_body("api_error", None, "Internal error."))
+        response = self._stripe_store(key, params, 200, _public_transfer(transfer))
+        if fault.mode == "execute_then_timeout":
+            await self._lose_response(fault)
+        return response
+
+    def _stripe_store(
+        self, key: str | None, params: dict[str, list[str]], status: int, body: dict[str, Any]
+    ) -> web.Response:
+        if key is not None and (status < 500 or self.stripe_replays_5xx):
+            self._idempotency[key] = (params, status, body)
+        return web.json_response(body, status=status)
+
+    async def _stripe_list(self, request: web.Request) -> web.Response:
+        self._record("stripe", request, "/v1/transfers", None)
+        if (denied := self._stripe_auth_error(request)) is not None:
+            return denied
+        if (faulted := await self._read_fault("stripe")) is not None:
+            return faulted
+        try:
+            limit = int(request.query.get("limit", "10"))
+        except ValueError:
+            return _stripe_error(400, "invalid_request_error", "parameter_invalid_integer", "Invalid integer: limit")
+        matches = [
+            t
+            for t in reversed(self.transfers["stripe"])  # newest first, as Stripe lists
+            if all(request.query[k] == t.get(k) for k in ("transfer_group", "destination") if k in request.query)
+        ]
+        return web.json_response(
+            {
+                "object": "list",
+                "data": [_public_transfer(t) for t in matches[:limit]],
+                "has_more": len(matches) > limit,
+                "url": "/v1/transfers",
+            }
+        )
+
+    async def _stripe_get(self, request: web.Request) -> web.Response:
+        self._record("stripe", request, f"/v1/transfers/{request.match_info['transfer_id']}", None)
+        if (denied := self._stripe_auth_error(request)) is not None:
+            return denied
+        for transfer in self.transfers["stripe"]:
+            if transfer["id"] == request.match_info["transfer_id"]:
+                return web.json_response(_public_transfer(transfer))
+        return _stripe_error(404, "invalid_request_error", "resource_missing", "No such transfer.")
+
+    async def _read_fault(self, provider: str) -> web.Response | None:
+        """Faults on read-only lookups: nothing to execute, only errors and lost answers."""
+        fault = self._take_fault(provider, "lookup")
+        if fault.mode in ("server_error", "execute_then_500"):
+            return web.json_response({"error": {"type": "api_error"}}, status=500)
+        if fault.mode == "rate_limited":
+            return web.json_response({"error": {"type": "rate_limit"}}, status=429)
+        if fault.mode == "execute_then_timeout":
+            await self._lose_response(fault)
+        return None
+
+    # --- Wise -----------------------------------------------------------------------------
+
+    def _wise_auth_error(self, request: web.Request) -> web.Response | None:
+        header = request.headers.get("Authorization", "")
+        token = header[7:] if header.startswith("Bearer ") else ""
+        if not token or (self._wise_token is not None and token != self._wise_token):
+            return web.json_response({"error": "invalid_token", "error_description": "Invalid token"}, status=401)
+        return None
+
+    async def _wise_json(self, request: web.Request, path: str) -> tuple[Any, web.Response | None]:
+        raw = await request.read()
+        try:
+            body = json.loads(raw, parse_float=Decimal) if raw else None
+        except ValueError:
+            body = None
+        self._record("wise", request, path, body)
+        if (denied := self._wise_auth_error(request)) is not None:
+            return body, denied
+        if not isinstance(body, dict):
+            return body, _wise_errors(400, "error.body", "Request body must be a JSON object", None)
+        return body, None
+
+    async def _wise_step_fault(self, step: str) -> tuple[Fault, web.Response | None]:
+        """The pre-execution part of a fault: refuse, fail or throttle without executing."""
+        fault = self._take_fault("wise", step)
+        if fault.mode == "decline":
+            return fault, _wise_errors(422, _WISE_DECLINE_CODE[step], "Declined by the fake.", None)
+        if fault.mode == "reject" and step != "fund":
+            return fault, _wise_errors(422, _WISE_DECLINE_CODE[step], "Declined by the fake.", None)
+        if fault.mode == "server_error":
+            return fault, web.json_response({"errors": [{"code": "internal.error"}]}, status=500)
+        if fault.mode == "rate_limited":
+            return fault, web.json_response({"errors": [{"code": "rate.limit"}]}, status=429)
+        return fault, None
+
+    async def _wise_finish(self, fault: Fault, body: Any, status: int = 200) -> web.Response:
+        """The post-execution part: answer, lose the answer, or answer 500."""
+        if fault.mode == "execute_then_500":
+            return web.json_response({"errors": [{"code": "internal.error"}]}, status=500)
+        response = _exact_json(body, status)
+        if fault.mode == "execute_then_timeout":
+            await self._lose_response(fault)
+        return response
+
+    async def _wise_recipient(self, request: web.Request) -> web.Response:
+        body, error = await self._wise_json(request, "/v1/accounts")
+        if error is not None:
+            return error
+        details = body.get("details") if isinstance(body.get("details"), dict) else {}
+        problems = [
+            (path, message)
+            for path, ok, message in (
+                ("currency", body.get("currency") in CURRENCY_EXPONENTS, "Unknown currency"),
+                ("type", body.get("type") == "iban", "Only iban recipients are faked"),
+                ("profile", isinstance(body.get("profile"), int), "profile must be an integer"),
+                ("accountHolderName", bool(str(body.get("accountHolderName", "")).strip()), "Required"),
+                ("legalType", details.get("legalType") in ("PRIVATE", "BUSINESS"), "PRIVATE or BUSINESS"),
+                ("IBAN", _iban_valid(str(details.get("IBAN", ""))), "Please specify a valid IBAN."),
+            )
+            if not ok
+        ]
+        if problems:
+            return web.json_response(
+                {"errors": [{"code": "NOT_VALID", "message": m, "path": p, "arguments": []} for p, m in problems]},
+                status=422,
+            )
+        fault, refused = await self._wise_step_fault("recipient")
+        if refused is not None:
+            return refused
+        recipient_id = self._wise_id()
+        recipient = {
+            "id": recipient_id,
+            "business": None,
+            "profile": body["profile"],
+            "accountHolderName": body["accountHolderName"],
+            "currency": body["currency"],
+            "country": str(details["IBAN"])[:2],
+            "type": "iban",
+            "details": dict(details),
+        }
+        self._recipients[recipient_id] = recipient
+        return await self._wise_finish(fault, recipient)
+
+    async def _wise_quote(self, request: web.Request) -> web.Response:
+        body, error = await self._wise_json(request, f"/v3/profiles/{request.match_info['profile_id']}/quotes")
+        if error is not None:
+            return error
+        source, target = body.get("sourceCurrency"), body.get("targetCurrency")
+        if source not in CURRENCY_EXPONENTS or target not in CURRENCY_EXPONENTS:
+            return _wise_errors(422, "NOT_VALID", "Unknown currency", "targetCurrency")
+        amounts = [k for k in ("sourceAmount", "targetAmount") if body.get(k) is not None]
+        if len(amounts) != 1:
+            return _wise_errors(422, "NOT_VALID", "Either sourceAmount or targetAmount, never both", "targetAmount")
+        amount = _decimal(body[amounts[0]])
+        currency = source if amounts[0] == "sourceAmount" else target
+        exponent = amount.as_tuple().exponent if amount is not None else None
+        if amount is None or amount <= 0 or not isinstance(exponent, int) or -exponent > CURRENCY_EXPONENTS[currency]:
+            return _wise_errors(422, "error.greaterThanZero", "Invalid amount", amounts[0])
+        if body.get("targetAccount") is not None and body["targetAccount"] not in self._recipients:
+            return _wise_errors(422, "NOT_VALID", "Unknown targetAccount", "targetAccount")
+        fault, refused = await self._wise_step_fault("quote")
+        if refused is not None:
+            return refused
+        quote = {
+            "id": str(uuid.uuid4()),
+            "sourceCurrency": source,
+            "targetCurrency": target,
+            "sourceAmount": amount,
+            "targetAmount": amount,
+            "rate": 1,
+            "payOut": body.get("payOut", "BANK_TRANSFER"),
+            "preferredPayIn": body.get("preferredPayIn"),
+            "targetAccount": body.get("targetAccount"),
+            "profile": int(request.match_info["profile_id"]),
+            "status": "PENDING",
+            "rateType": "FIXED",
+        }
+        self._quotes[quote["id"]] = quote
+        return await self._wise_finish(fault, quote)
+
+    async def _wise_transfer(self, request: web.Request) -> web.Response:
+        body, error = await self._wise_json(request, "/v1/transfers")
+        if error is not None:
+            return error
+        ctid = body.get("customerTransactionId")
+        try:
+            ctid = str(uuid.UUID(str(ctid)))
+        except ValueError:
+            return _wise_errors(422, "NOT_VALID", "customerTransactionId must be a UUID", "customerTransactionId")
+        if body.get("targetAccount") not in self._recipients:
+            return _wise_errors(422, "NOT_VALID", "Unknown targetAccount", "targetAccount")
+        quote = self._quotes.get(str(body.get("quoteUuid")))
+        if quote is None:
+            return _wise_errors(422, "NOT_VALID", "Unknown quoteUuid", "quoteUuid")
+        fault, refused = await self._wise_step_fault("transfer")
+        if refused is not None:
+            return refused
+        existing = self._wise_by_ctid.get(ctid)
+        if existing is not None:
+            # Wise's idempotency: the same customerTransactionId is the same transfer.
+            return await self._wise_finish(fault, _public_transfer(existing))
+        if quote["id"] in self._used_quotes:
+            return _wise_errors(422, "error.quote.already.used", "Quote already used", "quoteUuid")
+        self._used_quotes.add(quote["id"])
+        transfer = {
+            "id": self._wise_id(),
+            "user": 1,
+            "targetAccount": body["targetAccount"],
+            "sourceAccount": None,
+            "quote": None,
+            "quoteUuid": quote["id"],
+            "status": "incoming_payment_waiting",
+            "reference": "",
+            "rate": 1,
+            "created": time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime()),
+            "business": None,
+            "details": {"reference": (body.get("details") or {}).get("reference", "")},
+            "hasActiveIssues": False,
+            "sourceCurrency": quote["sourceCurrency"],
+            "sourceValue": quote["sourceAmount"],
+            "targetCurrency": quote["targetCurrency"],
+            "targetValue": quote["targetAmount"],
+            "customerTransactionId": ctid,
+        }
+        self.transfers["wise"].append(transfer)
+        self._wise_by_ctid[ctid] = transfer
+        return await self._wise_finish(fault, _public_transfer(transfer))
+
+    async def _wise_fund(self, request: web.Request) -> web.Response:
+        transfer_id = request.match_info["transfer_id"]
+        body, error = await self._wise_json(
+            request, f"/v3/profiles/{request.match_info['profile_id']}/transfers/{transfer_id}/payments"
+        )
+        if error is not None:
+            return error
+        transfer = self._wise_transfer_by_id(transfer_id)
+        if transfer is None:
+            return _wise_errors(404, "transfer.not-found", "Transfer not found", None)
+        if body.get("type") != "BALANCE":
+            return _wise_errors(422, "balance.payment-option-unavailable", "Only BALANCE is faked", "type")
+        if transfer["status"] != "incoming_payment_waiting":
+            return _wise_errors(422, "transfer.invalid-state", "Transfer cannot be funded", None)
+        fault, refused = await self._wise_step_fault("fund")
+        if refused is not None:
+            return refused
+        if fault.mode == "reject":
+            return web.json_response(
+                {"type": "BALANCE", "status": "REJECTED", "errorCode": "transfer.insufficient_funds"}
+            )
+        transfer["status"] = "processing"
+        transfer["_funded"] = True
+        return await self._wise_finish(fault, {"type": "BALANCE", "status": "COMPLETED", "errorCode": None})
+
+    async def _wise_get(self, request: web.Request) -> web.Response:
+        transfer_id = request.match_info["transfer_id"]
+        self._record("wise", request, f"/v1/transfers/{transfer_id}", None)
+        if (denied := self._wise_auth_error(request)) is not None:
+            return denied
+        if (faulted := await self._read_fault("wise")) is not None:
+            return faulted
+        transfer = self._wise_transfer_by_id(transfer_id)
+        if transfer is None:
+            return _wise_errors(404, "transfer.not-found", "Transfer not found", None)
+        return _exact_json(_public_transfer(transfer))
+
+    async def _wise_list(self, request: web.Request) -> web.Response:
+        # Like Wise: filters by status/currency, NOT by customerTransactionId.
+        self._record("wise", request, "/v1/transfers", None)
+        if (denied := self._wise_auth_error(request)) is not None:
+            return denied
+        if (faulted := await self._read_fault("wise")) is not None:
+            return faulted
+        statuses = set(request.query["status"].split(",")) if "status" in request.query else None
+        offset, limit = int(request.query.get("offset", "0")), int(request.query.get("limit", "10"))
+        matches = [t for t in self.transfers["wise"] if statuses is None or t["status"] in statuses]
+        page = [_public_transfer(t) for t in matches[offset : offset + limit]]
+        return _exact_json(page)
+
+    def _wise_transfer_by_id(self, transfer_id: str) -> dict[str, Any] | None:
+        return next((t for t in self.transfers["wise"] if str(t["id"]) == transfer_id), None)
+
+    def _wise_id(self) -> int:
+        self._next_wise_id += 1
+        return self._next_wise_id
+
+
+# --- helpers -------------------------------------------------------------------------------
+
+_WISE_DECLINE_CODE = {
+    "recipient": "NOT_VALID",
+    "quote": "error.route.not.supported",
+    "transfer": "error.transfer.rejected",
+    "fund": "transfer.insufficient_funds",
+    "lookup": "NOT_VALID",
+}
+
+
+def _exact_json(data: Any, status: int = 200) -> web.Response:
+    # Wise amounts are Decimals here; keep them exact numbers on the wire.
+    return web.Response(text=dumps_exact(data), status=status, content_type="application/json")
+
+
+def _public_transfer(transfer: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in transfer.items() if not k.startswith("_")}
+
+
+def _stripe_error_body(type_: str, code: str | None, message: str) -> dict[str, Any]:
+    error: dict[str, Any] = {"type": type_, "message": message}
+    if code is not None:
+        error["code"] = code
+    return {"error": error}
+
+
+def _stripe_error(status: int, type_: str, code: str | None, message: str) -> web.Response:
+    return web.json_response(_stripe_error_body(type_, code, message), status=status)
+
+
+def _stripe_validate_transfer(params: dict[str, list[str]]) -> web.Response | None:
+    def one(name: str) -> str:
+        values = params.get(name, [])
+        return values[0] if len(values) == 1 else ""
+
+    if not one("amount").isdigit() or int(one("amount")) <= 0:
+        return _stripe_error(400, "invalid_request_error", "parameter_invalid_integer", "Invalid amount")
+    if one("currency").upper() not in CURRENCY_EXPONENTS or one("currency") != one("currency").lower():
+        return _stripe_error(400, "invalid_request_error", "parameter_invalid", "Invalid currency")
+    if one("currency") == "isk" and int(one("amount")) % 100:
+        return _stripe_error(
+            400, "invalid_request_error", "invalid_charge_amount_no_decimal_compatible", "ISK must be whole kr."
+        )
+    if not one("destination").startswith("acct_"):
+        return _stripe_error(400, "invalid_request_error", "resource_missing", "No such destination")
+    return None
+
+
+def _stripe_transfer(params: dict[str, list[str]]) -> dict[str, Any]:
+    def one(name: str) -> str | None:
+        values = params.get(name)
+        return values[0] if values else None
+
+    metadata = {
+        k[len("metadata[") : -1]: v[0] for k, v in params.items() if k.startswith("metadata[") and k.endswith("]")
+    }
+    transfer_id = "tr_" + uuid.uuid4().hex[:24]
+    return {
+        "id": transfer_id,
+        "object": "transfer",
+        "amount": int(one("amount") or 0),
+        "amount_reversed": 0,
+        "balance_transaction": "txn_" + uuid.uuid4().hex[:24],
+        "created": int(time.time()),
+        "currency": one("currency"),
+        "description": one("description"),
+        "destination": one("destination"),
+        "destination_payment": "py_" + uuid.uuid4().hex[:24],
+        "livemode": False,
+        "metadata": metadata,
+        "reversals": {"object": "list", "data": [], "has_more": False, "url": f"/v1/transfers/{transfer_id}/reversals"},
+        "reversed": False,
+        "source_type": "card",
+        "transfer_group": one("transfer_group"),
+    }
+
+
+def _wise_errors(status: int, code: str, message: str, path: str | None) -> web.Response:
+    return web.json_response(
+        {"errors": [{"code": code, "message": message, "path": path, "arguments": []}]}, status=status
+    )
+
+
+def _decimal(value: Any) -> Decimal | None:
+    if isinstance(value, bool):
+        return None
+    try:
+        return Decimal(str(value))
+    except (InvalidOperation, ValueError):
+        return None
+
+
+def _iban_valid(iban: str) -> bool:
+    iban = iban.replace(" ", "").upper()
+    if len(iban) < 15 or len(iban) > 34 or not iban.isalnum() or not iban[:2].isalpha():
+        return False
+    digits = "".join(str(int(c, 36)) for c in iban[4:] + iban[:4])
+    return int(digits) % 97 == 1
+
+
+async def _serve(host: str, port: int) -> None:
+    fake = ProviderFake()
+    await fake.start(host, port)
+    print(
+        json.dumps({"stripe_url": fake.stripe_url, "wise_url": fake.wise_url, "control": f"{fake.url}/_control"}),
+        flush=True,
+    )
+    try:
+        await asyncio.Event().wait()
+    finally:
+        await fake.stop()
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description="Run the Stripe/Wise provider fake")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=0)
+    args = parser.parse_args()
+    asyncio.run(_serve(args.host, args.port))

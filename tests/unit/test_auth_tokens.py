@@ -1,0 +1,485 @@
+"""Access-token verification against hostile input, JWKS caching/rotation, and the signed
+ticket/session codec. No network: the JWKS endpoint is mocked with respx."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+import hmac
+import json
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+import jwt
+import pytest
+import respx
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
+from jwt.algorithms import ECAlgorithm, RSAAlgorithm
+
+from web.auth.jwks import JwksCache, parse_jwks
+from web.auth.permissions import (
+    ADMIN,
+    DEALS_READ,
+    DEALS_READ_ALL,
+    OFFERS_WRITE,
+    Requirement,
+    TokenBucketLimiter,
+    creator_scope_for,
+    requires,
+)
+from web.auth.sessions import NonceStore, SignedPrincipalCodec
+from web.auth.tokens import CREATOR_CLAIM, AuthError, Principal, TokenVerifier
+
+ISSUER = "https://tenant.example.auth0.com/"
+AUDIENCE = "https://api.spacemusic.test"
+JWKS_URL = "https://tenant.example.auth0.com/.well-known/jwks.json"
+SECRET = "unit-test-session-secret-0123456789abcdef"
+
+
+def _b64(raw: bytes) -> str:
+    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode("ascii")
+
+
+def _b64json(value: Any) -> str:
+    return _b64(json.dumps(value, separators=(",", ":")).encode())
+
+
+def public_jwk(key: rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey, kid: str, alg: str | None = "RS256") -> dict[str, Any]:
+    if isinstance(key, rsa.RSAPrivateKey):
+        jwk: dict[str, Any] = RSAAlgorithm.to_jwk(key.public_key(), as_dict=True)
+    else:
+        jwk = ECAlgorithm.to_jwk(key.public_key(), as_dict=True)
+    jwk.update(kid=kid, use="sig")
+    if alg:
+        jwk["alg"] = alg
+    return jwk
+
+
+_DROP = object()  # an override value that removes the claim
+
+
+def base_claims(**overrides: Any) -> dict[str, Any]:
+    now = int(time.time())
+    claims: dict[str, Any] = {
+        "iss": ISSUER,
+        "aud": AUDIENCE,
+        "sub": "auth0|alice",
+        "iat": now,
+        "exp": now + 300,
+        "permissions": [DEALS_READ],
+    }
+    claims.update(overrides)
+    return {k: v for k, v in claims.items() if v is not _DROP}
+
+
+def sign(claims: dict[str, Any], key: Any, kid: str | None, alg: str = "RS256", **headers: Any) -> str:
+    header_extra = dict(headers)
+    if kid is not None:
+        header_extra["kid"] = kid
+    return jwt.encode(claims, key, algorithm=alg, headers=header_extra)
+
+
+def forge(header: dict[str, Any], claims: dict[str, Any], signer: Callable[[bytes], bytes]) -> str:
+    """A token built by hand, for what PyJWT refuses to produce (alg confusion, none)."""
+    signing_input = f"{_b64json(header)}.{_b64json(claims)}"
+    return f"{signing_input}.{_b64(signer(signing_input.encode()))}"
+
+
+@dataclass(frozen=True)
+class Hostile:
+    name: str
+    token: str
+    code: str
+
+
+def build_hostile_tokens(
+    key: rsa.RSAPrivateKey, kid: str, issuer: str, audience: str, other: rsa.RSAPrivateKey, second_kid: str | None
+) -> list[Hostile]:
+    """Tokens a verifier trusting ``key``/``kid`` for ``issuer``/``audience`` must reject,
+    with the error code it must give (also used by the HTTP tests)."""
+    now = int(time.time())
+
+    def claims(**overrides: Any) -> dict[str, Any]:
+        return base_claims(**{"iss": issuer, "aud": audience, **overrides})
+
+    public_pem = key.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    good = sign(claims(), key, kid)
+    head, payload, signature = good.split(".")
+    tampered_payload = _b64json(claims(permissions=[DEALS_READ, ADMIN], sub="auth0|mallory"))
+    evil_header = {"alg": "RS256", "typ": "JWT", "kid": kid, "jwk": public_jwk(other, kid)}
+    tokens = [
+        Hostile("alg_none", forge({"alg": "none", "typ": "JWT", "kid": kid}, claims(), lambda _: b""), "bad_algorithm"),
+        Hostile("alg_None_with_sig", forge({"alg": "None", "kid": kid}, claims(), lambda _: b"x" * 32), "bad_algorithm"),
+        Hostile(
+            "hs256_with_rsa_public_pem",
+            forge(
+                {"alg": "HS256", "typ": "JWT", "kid": kid},
+                claims(),
+                lambda data: hmac.new(public_pem, data, hashlib.sha256).digest(),
+            ),
+            "bad_algorithm",
+        ),
+        Hostile("hs256_random_secret", sign(claims(), "s3cret-" * 8, kid, alg="HS256"), "bad_algorithm"),
+        Hostile("rs512_not_allowed", sign(claims(), key, kid, alg="RS512"), "bad_algorithm"),
+        Hostile("wrong_issuer", sign(claims(iss="https://evil.example/"), key, kid), "bad_issuer"),
+        Hostile("issuer_without_trailing_slash", sign(claims(iss=issuer.rstrip("/")), key, kid), "bad_issuer"),
+        Hostile("wrong_audience", sign(claims(aud="https://other-api.example"), key, kid), "bad_audience"),
+        Hostile("audience_list_without_ours", sign(claims(aud=["https://a.example", "https://b.example"]), key, kid), "bad_audience"),
+        Hostile("missing_aud", sign(claims(aud=_DROP), key, kid), "missing_claim"),
+        Hostile("expired", sign(claims(iat=now - 3600, exp=now - 120), key, kid), "token_expired"),
+        Hostile("nbf_in_future", sign(claims(nbf=now + 600), key, kid), "token_not_yet_valid"),
+        Hostile("iat_far_in_future", sign(claims(iat=now + 3600, exp=now + 7200), key, kid), "token_not_yet_valid"),
+        Hostile("iat_after_exp", sign(claims(iat=now + 20, exp=now + 10), key, kid), "invalid_token"),
+        Hostile("exp_as_string", sign(claims(exp=str(now + 300)), key, kid), "invalid_token"),
+        Hostile("missing_sub", sign(claims(sub=_DROP), key, kid), "missing_claim"),
+        Hostile("empty_sub", sign(claims(sub=""), key, kid), "missing_claim"),
+        Hostile("missing_exp", sign(claims(exp=_DROP), key, kid), "missing_claim"),
+        Hostile("missing_iat", sign(claims(iat=_DROP), key, kid), "missing_claim"),
+        Hostile("missing_iss", sign(claims(iss=_DROP), key, kid), "missing_claim"),
+        Hostile("unknown_kid", sign(claims(), key, "no-such-kid"), "unknown_key"),
+        Hostile("no_kid", sign(claims(), key, None), "invalid_token"),
+        Hostile(
+            "jku_pointing_at_attacker",
+            sign(claims(), other, "attacker-kid", jku="https://evil.example/jwks.json"),
+            "unknown_key",
+        ),
+        Hostile("tampered_payload", f"{head}.{tampered_payload}.{signature}", "invalid_signature"),
+        Hostile("other_rsa_key_same_kid", sign(claims(), other, kid), "invalid_signature"),
+        Hostile(
+            "embedded_jwk_header",
+            forge(
+                evil_header,
+                claims(),
+                lambda data: other.sign(data, padding.PKCS1v15(), hashes.SHA256()),
+            ),
+            "invalid_signature",
+        ),
+        Hostile("bad_permissions_claim", sign(claims(permissions="admin"), key, kid), "invalid_token"),
+        Hostile("creator_claim_not_uuid", sign(claims(**{CREATOR_CLAIM: "../../etc"}), key, kid), "invalid_token"),
+        Hostile("empty_string", "", "invalid_token"),
+        Hostile("garbage", "this-is-not-a-token", "invalid_token"),
+        Hostile("three_dots", "...", "invalid_token"),
+        Hostile("two_dots_only", "..", "invalid_token"),
+        Hostile("header_not_json", f"{_b64(b'{not json')}.{payload}.{signature}", "invalid_token"),
+        Hostile("jwe_five_parts", f"{_b64json({'alg': 'RSA-OAEP', 'enc': 'A256GCM'})}.a.b.c.d", "invalid_token"),
+        Hostile("very_long", sign(claims(padding="A" * 20_000), key, kid), "invalid_token"),
+    ]
+    if second_kid is not None:
+        # Valid signature by `key`, but the header now names another published key.
+        swapped = _b64json({**json.loads(base64.urlsafe_b64decode(head + "==")), "kid": second_kid})
+        tokens.append(Hostile("tampered_header_kid", f"{swapped}.{payload}.{signature}", "invalid_signature"))
+    return tokens
+
+
+@pytest.fixture(scope="module")
+def keys() -> dict[str, rsa.RSAPrivateKey]:
+    return {name: rsa.generate_private_key(public_exponent=65537, key_size=2048) for name in ("a", "b", "evil", "new")}
+
+
+@pytest.fixture(scope="module")
+def jwks(keys: dict[str, rsa.RSAPrivateKey]) -> dict[str, Any]:
+    return {"keys": [public_jwk(keys["a"], "key-a"), public_jwk(keys["b"], "key-b")]}
+
+
+@pytest.fixture
+def verifier(jwks: dict[str, Any]) -> TokenVerifier:
+    return TokenVerifier(JwksCache.from_static(jwks), ISSUER, AUDIENCE, ["RS256"])
+
+
+def _hostile_params() -> Iterator[str]:
+    # Names only: the tokens are built inside the test so their times are fresh.
+    probe = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    for hostile in build_hostile_tokens(probe, "k", ISSUER, AUDIENCE, probe, "k2"):
+        yield hostile.name
+
+
+HOSTILE_NAMES = list(_hostile_params())
+
+
+@pytest.mark.parametrize("name", HOSTILE_NAMES)
+async def test_hostile_token_is_rejected_with_its_code(
+    name: str, verifier: TokenVerifier, keys: dict[str, rsa.RSAPrivateKey]
+) -> None:
+    hostile = {h.name: h for h in build_hostile_tokens(keys["a"], "key-a", ISSUER, AUDIENCE, keys["evil"], "key-b")}[
+        name
+    ]
+    with pytest.raises(AuthError) as caught:
+        await verifier.verify(hostile.token)
+    assert caught.value.code == hostile.code, caught.value.message
+    assert caught.value.status == 401
+
+
+def test_there_are_at_least_twenty_hostile_tokens() -> None:
+    assert len(HOSTILE_NAMES) >= 20
+
+
+async def test_valid_token_gives_permissions_from_the_permissions_claim(
+    verifier: TokenVerifier, keys: dict[str, rsa.RSAPrivateKey]
+) -> None:
+    token = sign(base_claims(permissions=[DEALS_READ, OFFERS_WRITE]), keys["a"], "key-a")
+    principal = await verifier.verify(token)
+    assert principal.subject == "auth0|alice"
+    assert principal.permissions == {DEALS_READ, OFFERS_WRITE}
+    assert principal.creator_id is None
+    assert principal.raw_claims["iss"] == ISSUER
+
+
+async def test_permissions_from_scope_and_permissions_are_merged(
+    verifier: TokenVerifier, keys: dict[str, rsa.RSAPrivateKey]
+) -> None:
+    token = sign(base_claims(permissions=_DROP, scope="openid deals:read  offers:write"), keys["a"], "key-a")
+    assert (await verifier.verify(token)).permissions == {"openid", DEALS_READ, OFFERS_WRITE}
+    token = sign(base_claims(permissions=[ADMIN], scope="deals:read"), keys["a"], "key-a")
+    assert (await verifier.verify(token)).permissions == {ADMIN, DEALS_READ}
+
+
+async def test_creator_claim_is_normalized(verifier: TokenVerifier, keys: dict[str, rsa.RSAPrivateKey]) -> None:
+    creator = uuid.uuid4()
+    token = sign(base_claims(**{CREATOR_CLAIM: str(creator).upper()}), keys["a"], "key-a")
+    principal = await verifier.verify(token)
+    assert principal.creator_id == str(creator)
+    assert creator_scope_for(principal) == str(creator)
+
+
+async def test_audience_list_containing_ours_and_small_clock_skew_are_accepted(
+    verifier: TokenVerifier, keys: dict[str, rsa.RSAPrivateKey]
+) -> None:
+    now = int(time.time())
+    token = sign(base_claims(aud=[AUDIENCE, f"{ISSUER}userinfo"], iat=now - 60, exp=now - 10), keys["a"], "key-a")
+    assert (await verifier.verify(token)).subject == "auth0|alice"
+
+
+async def test_second_published_key_verifies_its_own_tokens(
+    verifier: TokenVerifier, keys: dict[str, rsa.RSAPrivateKey]
+) -> None:
+    assert (await verifier.verify(sign(base_claims(), keys["b"], "key-b"))).subject == "auth0|alice"
+
+
+async def test_algorithm_must_match_the_key(keys: dict[str, rsa.RSAPrivateKey]) -> None:
+    ec_key = ec.generate_private_key(ec.SECP256R1())
+    cache = JwksCache.from_static(
+        {"keys": [public_jwk(keys["a"], "rsa-pinned"), public_jwk(ec_key, "ec", alg=None)]}
+    )
+    verifier = TokenVerifier(cache, ISSUER, AUDIENCE, ["RS256", "PS256", "ES256"])
+    assert (await verifier.verify(sign(base_claims(), ec_key, "ec", alg="ES256"))).subject
+    # PS256 is configured, but this JWK pins RS256.
+    with pytest.raises(AuthError) as caught:
+        await verifier.verify(sign(base_claims(), keys["a"], "rsa-pinned", alg="PS256"))
+    assert caught.value.code == "bad_algorithm"
+    # An ES256 header naming an RSA key.
+    with pytest.raises(AuthError) as caught:
+        await verifier.verify(sign(base_claims(), ec_key, "rsa-pinned", alg="ES256"))
+    assert caught.value.code == "bad_algorithm"
+
+
+@pytest.mark.parametrize("algorithms", [["HS256"], ["RS256", "none"], ["RS256", "HS512"], []])
+def test_symmetric_or_none_algorithms_cannot_be_configured(algorithms: list[str], jwks: dict[str, Any]) -> None:
+    with pytest.raises(ValueError):
+        TokenVerifier(JwksCache.from_static(jwks), ISSUER, AUDIENCE, algorithms)
+
+
+def test_parse_jwks_keeps_only_asymmetric_public_signing_keys(keys: dict[str, rsa.RSAPrivateKey]) -> None:
+    small = rsa.generate_private_key(public_exponent=65537, key_size=1024)
+    private_jwk = RSAAlgorithm.to_jwk(keys["b"], as_dict=True) | {"kid": "private"}
+    document = {
+        "keys": [
+            public_jwk(keys["a"], "good"),
+            {"kty": "oct", "kid": "shared", "k": _b64(b"secret")},
+            public_jwk(keys["b"], "encryption") | {"use": "enc"},
+            private_jwk,
+            public_jwk(small, "too-small"),
+            {"kid": "no-kty"},
+            "not-a-key",
+        ]
+    }
+    assert set(parse_jwks(document)) == {"good"}
+    with pytest.raises(ValueError):
+        parse_jwks({"no": "keys"})
+
+
+# --- JWKS fetching --------------------------------------------------------------------------
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+async def _expect(verifier: TokenVerifier, token: str, code: str) -> None:
+    with pytest.raises(AuthError) as caught:
+        await verifier.verify(token)
+    assert caught.value.code == code
+
+
+@respx.mock(assert_all_called=False)
+async def test_unknown_kid_refetches_at_most_once_per_interval(
+    respx_mock: respx.MockRouter, jwks: dict[str, Any], keys: dict[str, rsa.RSAPrivateKey]
+) -> None:
+    route = respx_mock.get(JWKS_URL).mock(return_value=httpx.Response(200, json=jwks))
+    attacker = respx_mock.get("https://evil.example/jwks.json").mock(return_value=httpx.Response(200, json=jwks))
+    clock = FakeClock()
+    async with httpx.AsyncClient() as http:
+        verifier = TokenVerifier(JwksCache(JWKS_URL, http, min_refetch_interval=30, clock=clock), ISSUER, AUDIENCE, ["RS256"])
+        assert (await verifier.verify(sign(base_claims(), keys["a"], "key-a"))).subject
+        assert route.call_count == 1
+        unknown = sign(base_claims(), keys["evil"], "unknown-kid", jku="https://evil.example/jwks.json")
+        for _ in range(10):
+            await _expect(verifier, unknown, "unknown_key")
+        assert route.call_count == 1  # the first fetch was < 30 s ago
+        clock.advance(31)
+        for _ in range(10):
+            await _expect(verifier, unknown, "unknown_key")
+        assert route.call_count == 2  # one refetch for the new interval, not ten
+        assert attacker.call_count == 0  # the token's jku header is never followed
+
+
+@respx.mock
+async def test_concurrent_unknown_kids_share_one_fetch(
+    respx_mock: respx.MockRouter, jwks: dict[str, Any], keys: dict[str, rsa.RSAPrivateKey]
+) -> None:
+    route = respx_mock.get(JWKS_URL).mock(return_value=httpx.Response(200, json=jwks))
+    async with httpx.AsyncClient() as http:
+        verifier = TokenVerifier(JwksCache(JWKS_URL, http), ISSUER, AUDIENCE, ["RS256"])
+        tokens = [sign(base_claims(), keys["evil"], f"kid-{i}") for i in range(20)]
+        results = await asyncio.gather(*(verifier.verify(t) for t in tokens), return_exceptions=True)
+    assert all(isinstance(r, AuthError) and r.code == "unknown_key" for r in results)
+    assert route.call_count == 1
+
+
+@respx.mock
+async def test_key_rotation_picks_up_the_new_kid(
+    respx_mock: respx.MockRouter, keys: dict[str, rsa.RSAPrivateKey]
+) -> None:
+    old = {"keys": [public_jwk(keys["a"], "old")]}
+    new = {"keys": [public_jwk(keys["new"], "new")]}
+    route = respx_mock.get(JWKS_URL).mock(
+        side_effect=[httpx.Response(200, json=old), httpx.Response(200, json=new)]
+    )
+    clock = FakeClock()
+    async with httpx.AsyncClient() as http:
+        verifier = TokenVerifier(JwksCache(JWKS_URL, http, clock=clock), ISSUER, AUDIENCE, ["RS256"])
+        old_token = sign(base_claims(), keys["a"], "old")
+        new_token = sign(base_claims(), keys["new"], "new")
+        assert (await verifier.verify(old_token)).subject
+        clock.advance(5)
+        await _expect(verifier, new_token, "unknown_key")  # rotated moments after our fetch
+        clock.advance(30)
+        assert (await verifier.verify(new_token)).subject
+        assert route.call_count == 2
+        await _expect(verifier, old_token, "unknown_key")  # the retired key is gone
+
+
+@respx.mock
+async def test_ttl_refresh_and_stale_keys_survive_an_idp_outage(
+    respx_mock: respx.MockRouter, jwks: dict[str, Any], keys: dict[str, rsa.RSAPrivateKey]
+) -> None:
+    route = respx_mock.get(JWKS_URL).mock(
+        side_effect=[httpx.Response(200, json=jwks), httpx.Response(503), httpx.Response(200, json=jwks)]
+    )
+    clock = FakeClock()
+    async with httpx.AsyncClient() as http:
+        verifier = TokenVerifier(JwksCache(JWKS_URL, http, ttl=600, clock=clock), ISSUER, AUDIENCE, ["RS256"])
+        token = sign(base_claims(), keys["a"], "key-a")
+        await verifier.verify(token)
+        clock.advance(100)
+        await verifier.verify(token)
+        assert route.call_count == 1  # fresh: served from cache
+        clock.advance(600)
+        await verifier.verify(token)  # stale -> refetch fails -> cached key still used
+        assert route.call_count == 2
+        await verifier.verify(token)
+        assert route.call_count == 2  # the failed attempt is rate limited too
+        clock.advance(31)
+        await verifier.verify(token)
+        assert route.call_count == 3
+
+
+@respx.mock
+async def test_no_keys_at_all_is_a_503(respx_mock: respx.MockRouter, keys: dict[str, rsa.RSAPrivateKey]) -> None:
+    respx_mock.get(JWKS_URL).mock(return_value=httpx.Response(500))
+    async with httpx.AsyncClient() as http:
+        verifier = TokenVerifier(JwksCache(JWKS_URL, http), ISSUER, AUDIENCE, ["RS256"])
+        with pytest.raises(AuthError) as caught:
+            await verifier.verify(sign(base_claims(), keys["a"], "key-a"))
+    assert (caught.value.status, caught.value.code) == (503, "jwks_unavailable")
+
+
+# --- signed tickets / sessions, permissions, rate limits ---------------------------------------
+
+
+def test_ticket_round_trip_and_rejections() -> None:
+    tickets = SignedPrincipalCodec(SECRET, "sse-ticket", 60, kind="ticket")
+    principal = Principal("auth0|alice", frozenset({DEALS_READ}), str(uuid.uuid4()))
+    ticket = tickets.issue(principal)
+    grant = tickets.load(ticket)
+    assert (grant.principal.subject, grant.principal.permissions, grant.principal.creator_id) == (
+        principal.subject,
+        principal.permissions,
+        principal.creator_id,
+    )
+    version, body, sig = ticket.split(".")
+    payload = json.loads(base64.urlsafe_b64decode(body + "=="))
+    forged = f"{version}.{_b64json(payload | {'prm': [ADMIN]})}.{sig}"
+    sessions = SignedPrincipalCodec(SECRET, "session", 3600, kind="session")
+    other_secret = SignedPrincipalCodec(SECRET + "x", "sse-ticket", 60, kind="ticket")
+    for bad in (forged, sessions.issue(principal), other_secret.issue(principal), "", "v1..", ticket + "x"):
+        with pytest.raises(AuthError) as caught:
+            tickets.load(bad)
+        assert caught.value.code == "invalid_ticket"
+    with pytest.raises(AuthError) as caught:
+        tickets.load(tickets.issue(principal, now=time.time() - 61))
+    assert caught.value.code == "ticket_expired"
+    with pytest.raises(ValueError):
+        SignedPrincipalCodec("short", "sse-ticket", 60, kind="ticket")
+
+
+def test_nonce_store_allows_each_nonce_once() -> None:
+    store = NonceStore()
+    assert store.consume("n1", time.time() + 60)
+    assert not store.consume("n1", time.time() + 60)
+    assert store.consume("n2", time.time() + 60)
+
+
+def test_requirements_and_creator_scope() -> None:
+    creator = str(uuid.uuid4())
+
+    @requires(DEALS_READ, OFFERS_WRITE)
+    async def handler() -> None: ...
+
+    requirement: Requirement = handler.__spacemusic_requirement__  # type: ignore[attr-defined]
+    assert requirement.satisfied_by(Principal("a", frozenset({DEALS_READ, OFFERS_WRITE})))
+    assert not requirement.satisfied_by(Principal("b", frozenset({DEALS_READ})))
+    assert requirement.satisfied_by(Principal("c", frozenset({ADMIN})))
+    assert "ticket" not in requirement.credentials
+    assert creator_scope_for(Principal("d", frozenset({DEALS_READ}), creator)) == creator
+    assert creator_scope_for(Principal("e", frozenset({DEALS_READ, DEALS_READ_ALL}), creator)) is None
+    assert creator_scope_for(Principal("f", frozenset({ADMIN}), creator)) is None
+    assert creator_scope_for(Principal("g", frozenset({DEALS_READ}))) is None
+    with pytest.raises(ValueError):
+        requires()
+
+
+def test_token_bucket_limits_per_key_and_refills() -> None:
+    clock = FakeClock()
+    limiter = TokenBucketLimiter(per_minute=10, clock=clock)
+    assert all(limiter.acquire("alice") is None for _ in range(10))
+    retry = limiter.acquire("alice")
+    assert retry is not None and 5.9 < retry <= 6.0
+    assert limiter.acquire("bob") is None
+    clock.advance(6)
+    assert limiter.acquire("alice") is None
+    assert limiter.acquire("alice") is not None
