@@ -5,9 +5,10 @@ offset), the deal history row (the event id is the primary key), the folded deal
 change-log row whose sequence NOTIFYs the SSE streams. Redelivery and replay are no-ops.
 
 Change sequences must become visible in order, or an SSE reader that has seen seq N could
-later miss N-1 committed after it. A transaction-level advisory lock taken just before the
-sequence is drawn serialises "draw + commit" across projector instances; the lock is held
-only for the final few statements of the transaction.
+later miss N-1 committed after it. A transaction-level advisory lock (the projection write
+lock) taken at the start of every projector transaction serialises "draw + commit" across
+projector instances; `rebuild-projections` takes the same lock for its catch-up-and-swap
+step, so the live projector pauses for that moment instead of racing it.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from projections.rows import deal_json, deal_to_row, jsonable, row_to_deal
 from projections.tables import deal_changes, deal_events, offers, projection_tracking
 
 NOTIFY_CHANNEL = "deal_changes"
-_CHANGE_LOCK_KEY = 0x5EA_3005_1C  # arbitrary, constant: the "change sequence" advisory lock
+PROJECTION_WRITE_LOCK = 0x5EA_3005_1C  # arbitrary, constant: the projection write lock
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,8 +69,13 @@ async def record_position(conn: AsyncConnection, consumer: str, position: Positi
     )
 
 
+async def take_write_lock(conn: AsyncConnection) -> None:
+    await conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": PROJECTION_WRITE_LOCK})
+
+
 async def project_event(conn: AsyncConnection, consumer: str, event: Event, position: Position) -> Outcome:
     """Apply one event inside the caller's transaction."""
+    await take_write_lock(conn)
     stored = await tracked_offset(conn, consumer, position.topic, position.partition)
     if stored is not None and position.offset <= stored:
         return Outcome.ALREADY_TRACKED
@@ -79,6 +85,7 @@ async def project_event(conn: AsyncConnection, consumer: str, event: Event, posi
 
 
 async def apply_to_deal(conn: AsyncConnection, event: Event, position: Position) -> Outcome:
+    """Fold one event into its deal (callers hold the projection write lock)."""
     inserted = await conn.scalar(
         insert(deal_events)
         .values(
@@ -103,7 +110,6 @@ async def apply_to_deal(conn: AsyncConnection, event: Event, position: Position)
     )
     deal = apply_event(row_to_deal(current) if current else None, event)
     row = deal_to_row(deal)
-    await conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _CHANGE_LOCK_KEY})
     seq = await conn.scalar(
         insert(deal_changes)
         .values(

@@ -496,7 +496,7 @@ down_pg() {
 # ---- registry / kafka / s3 / stripe launchers -----------------------------------------------
 launch_registry() {
   local dir="$DATA/registry"; mkdir -p "$dir/tmp"
-  spawn registry "$dir" java -Xmx512m -XX:+UseSerialGC -Djava.io.tmpdir="$dir/tmp" \
+  spawn registry "$dir" java -Xmx512m -XX:+UseSerialGC -XX:TieredStopAtLevel=1 -Djava.io.tmpdir="$dir/tmp" \
     -Dquarkus.http.host="$HOST" \
     -Dquarkus.http.port="$REGISTRY_PORT" \
     -Dapicurio.storage.kind=sql \

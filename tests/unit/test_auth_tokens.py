@@ -280,6 +280,27 @@ async def test_algorithm_must_match_the_key(keys: dict[str, rsa.RSAPrivateKey]) 
     assert caught.value.code == "bad_algorithm"
 
 
+async def test_configured_algorithms_bind_even_when_the_jwk_pins_none(keys: dict[str, rsa.RSAPrivateKey]) -> None:
+    # Without a JWK "alg" any RSA algorithm would fit the key: only the allowlist refuses.
+    verifier = TokenVerifier(
+        JwksCache.from_static({"keys": [public_jwk(keys["a"], "unpinned", alg=None)]}), ISSUER, AUDIENCE, ["RS256"]
+    )
+    assert (await verifier.verify(sign(base_claims(), keys["a"], "unpinned"))).subject
+    for alg in ("RS512", "PS256"):
+        with pytest.raises(AuthError) as caught:
+            await verifier.verify(sign(base_claims(), keys["a"], "unpinned", alg=alg))
+        assert caught.value.code == "bad_algorithm", alg
+    public_pem = keys["a"].public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    confused = forge(
+        {"alg": "HS256", "kid": "unpinned"}, base_claims(), lambda d: hmac.new(public_pem, d, hashlib.sha256).digest()
+    )
+    with pytest.raises(AuthError) as caught:
+        await verifier.verify(confused)
+    assert caught.value.code == "bad_algorithm"
+
+
 @pytest.mark.parametrize("algorithms", [["HS256"], ["RS256", "none"], ["RS256", "HS512"], []])
 def test_symmetric_or_none_algorithms_cannot_be_configured(algorithms: list[str], jwks: dict[str, Any]) -> None:
     with pytest.raises(ValueError):
@@ -351,7 +372,11 @@ async def test_unknown_kid_refetches_at_most_once_per_interval(
 async def test_concurrent_unknown_kids_share_one_fetch(
     respx_mock: respx.MockRouter, jwks: dict[str, Any], keys: dict[str, rsa.RSAPrivateKey]
 ) -> None:
-    route = respx_mock.get(JWKS_URL).mock(return_value=httpx.Response(200, json=jwks))
+    async def slow_idp(_: httpx.Request) -> httpx.Response:
+        await asyncio.sleep(0.05)  # every caller arrives while the first fetch is in flight
+        return httpx.Response(200, json=jwks)
+
+    route = respx_mock.get(JWKS_URL).mock(side_effect=slow_idp)
     async with httpx.AsyncClient() as http:
         verifier = TokenVerifier(JwksCache(JWKS_URL, http), ISSUER, AUDIENCE, ["RS256"])
         tokens = [sign(base_claims(), keys["evil"], f"kid-{i}") for i in range(20)]

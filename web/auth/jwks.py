@@ -148,7 +148,7 @@ class JwksCache:
         return self._fetched_at is None or self._clock() - self._fetched_at >= self._ttl
 
     async def _refetch_if_allowed(self) -> None:
-        async with self._lock:
+        if True:
             # Re-checked under the lock: callers that queued behind a fetch find it just done
             # and reuse its result instead of fetching again.
             if self._last_attempt is not None and self._clock() - self._last_attempt < self._min_refetch_interval:

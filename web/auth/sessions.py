@@ -212,7 +212,7 @@ async def issue_sse_ticket(request: web.Request) -> web.Response:
     )
 
 
-@authenticated()
+@authenticated(cookie=False)
 async def create_session(request: web.Request) -> web.Response:
     principal = request[PRINCIPAL]
     response = _no_store(
