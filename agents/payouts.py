@@ -183,11 +183,11 @@ class PayoutRunner:
     async def _call(self, row: dict[str, Any], provider: str, request: TransferRequest) -> PayoutPhase:
         action = Action.CALL_STRIPE if provider == "STRIPE" else Action.CALL_WISE
         async with self._engine.begin() as conn:
-            attempt = await store.unknown_transfer_attempts(conn, row["payout_id"], provider)
+            attempt = await store.poisoned_stripe_keys(conn, row["payout_id"]) if provider == "STRIPE" else 0
             pending = PayoutPhase.STRIPE_PENDING if provider == "STRIPE" else PayoutPhase.WISE_PENDING
             await store.set_phase(conn, row["payout_id"], pending)
             attempt_id = await store.start_attempt(conn, row["payout_id"], provider, "transfer")
-        if provider == "STRIPE" and attempt:
+        if attempt:
             request = dataclasses.replace(request, attempt=attempt)
         result = await self._provider(provider).transfer(request)
         (STRIPE_TRANSFERS if provider == "STRIPE" else WISE_TRANSFERS).labels(outcome=verdict_of(result).value).inc()

@@ -37,6 +37,8 @@ class Settings:
     web_port: int = 8080
     sse_heartbeat_seconds: float = 15.0
     log_level: str = "INFO"
+    metrics_host: str = "127.0.0.1"
+    metrics_port: int = 0  # the worker's Prometheus endpoint; 0 = off
     startup_retry_seconds: float = 300.0
     s3_endpoint_url: str | None = None
     s3_bucket: str = "spacemusic-documents"
@@ -106,6 +108,8 @@ class Settings:
             "web_port": ("WEB_PORT", int),
             "sse_heartbeat_seconds": ("SSE_HEARTBEAT_SECONDS", float),
             "log_level": ("LOG_LEVEL", str),
+            "metrics_host": ("METRICS_HOST", str),
+            "metrics_port": ("METRICS_PORT", int),
             "startup_retry_seconds": ("STARTUP_RETRY_SECONDS", float),
             "s3_endpoint_url": ("S3_ENDPOINT_URL", str),
             "s3_bucket": ("S3_BUCKET", str),

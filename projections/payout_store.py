@@ -54,18 +54,21 @@ async def finish_attempt(
     )
 
 
-async def unknown_transfer_attempts(conn: AsyncConnection, payout_id: str, provider: str) -> int:
-    """How many transfer calls to this provider ended without a known outcome: the Stripe
-    idempotency key is bumped past each (a stored 5xx would otherwise replay for a day)."""
+async def poisoned_stripe_keys(conn: AsyncConnection, payout_id: str) -> int:
+    """How many Stripe transfer calls ended in a 5xx. Stripe stores a 5xx under its
+    idempotency key and replays it for a day, so the key is bumped past each of those.
+    A timeout does NOT count: the first request may still be executing, and only the SAME
+    key guarantees Stripe cannot run a second transfer."""
     return int(
         await conn.scalar(
             select(func.count())
             .select_from(payout_attempts)
             .where(
                 payout_attempts.c.payout_id == payout_id,
-                payout_attempts.c.provider == provider,
+                payout_attempts.c.provider == "STRIPE",
                 payout_attempts.c.operation == "transfer",
                 payout_attempts.c.status == "unknown",
+                payout_attempts.c.failure_reason.like("http_5%"),
             )
         )
         or 0

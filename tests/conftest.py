@@ -35,34 +35,43 @@ async def _admin(dsn: str, *statements: str) -> None:
         await conn.close()
 
 
-@pytest.fixture(scope="session")
-def stack_env(run_id: str) -> Iterator[dict[str, str]]:
-    """Environment for `spacemusic` processes of this test session, fully set up."""
+def prepare_stack_env(name: str, **overrides: str) -> dict[str, str]:
+    """A database and a topic namespace of its own, migrated, with schemas and topics."""
     import os
 
     env = {**os.environ, **dev_env()}
     base_dsn = env["DATABASE_URL"]
-    database = f"sm_test_{run_id}"
+    database = f"sm_test_{name}"
     asyncio.run(_admin(base_dsn, f'CREATE DATABASE "{database}"'))
     env.update(
         DATABASE_URL=base_dsn.rsplit("/", 1)[0] + f"/{database}",
-        TOPIC_NAMESPACE=f"t{run_id}.",
-        CONSUMER_GROUP_PREFIX=f"test{run_id}",
+        TOPIC_NAMESPACE=f"t{name}.",
+        CONSUMER_GROUP_PREFIX=f"test{name}",
         LOG_LEVEL="INFO",
         STARTUP_RETRY_SECONDS="120",
         SSE_HEARTBEAT_SECONDS="2",
+        METRICS_PORT="0",
+        S3_BUCKET=f"sm-test-{name}",
+        **overrides,
     )
     run_cli(env, "migrate")
     run_cli(env, "schemas", "register")
     run_cli(env, "topics", "create")
+    return env
+
+
+def drop_stack_env(env: dict[str, str]) -> None:
+    admin_dsn = env["DATABASE_URL"].rsplit("/", 1)[0] + "/spacemusic"
+    database = env["DATABASE_URL"].rsplit("/", 1)[1]
+    asyncio.run(_admin(admin_dsn, f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)'))
+
+
+@pytest.fixture(scope="session")
+def stack_env(run_id: str) -> Iterator[dict[str, str]]:
+    """Environment for `spacemusic` processes of this test session, fully set up."""
+    env = prepare_stack_env(run_id)
     yield env
-    asyncio.run(
-        _admin(
-            base_dsn,
-            f"SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{database}'",
-            f'DROP DATABASE IF EXISTS "{database}"',
-        )
-    )
+    drop_stack_env(env)
 
 
 @pytest.fixture(scope="session")

@@ -6,6 +6,7 @@ import asyncio
 
 import click
 import faust
+from prometheus_client import start_http_server
 
 from agents.app import create_app
 from infra.cli import load_settings, run
@@ -27,6 +28,10 @@ def worker(loglevel: str) -> None:
     settings = load_settings()
     log.info("worker_starting", **settings.safe_summary())
     run(wait_for_dependencies(settings))
+    if settings.metrics_port:
+        # The worker has no web server of its own; Prometheus scrapes this one.
+        start_http_server(settings.metrics_port, addr=settings.metrics_host)
+        log.info("metrics_listening", host=settings.metrics_host, port=settings.metrics_port)
     app = create_app(settings)
     asyncio.set_event_loop(asyncio.new_event_loop())
     faust.Worker(app, loglevel=loglevel, quiet=True, override_logging=False).execute_from_commandline()

@@ -17,6 +17,7 @@ from infra.providers.base import (
     StripeDestination,
     TransferRequest,
     TransferResult,
+    TransferStatus,
     json_or_none,
     send_with_rate_limit_retry,
 )
@@ -42,6 +43,15 @@ def idempotency_key(req: TransferRequest) -> str:
     key = f"spacemusic-payout-{req.payout_id}"
     # See TransferRequest.attempt: a fresh key only when the old one is known to replay a 5xx.
     return key if req.attempt == 0 else f"{key}-r{req.attempt}"
+
+
+def needs_fresh_key(result: TransferResult) -> bool:
+    """True when Stripe will replay this same failure for the same idempotency key (a stored
+    5xx): only then should the caller bump `TransferRequest.attempt`, and only after a lookup
+    found nothing. Timeouts, transport errors, 409 and 429 are not stored as failures, so the
+    same key stays both usable and the guard against a still in-flight first request."""
+    reason = result.failure_reason or ""
+    return result.status is TransferStatus.UNKNOWN and reason.startswith("http_5")
 
 
 class StripeClient:

@@ -11,8 +11,15 @@ import httpx
 import pytest
 from structlog.testing import capture_logs
 
-from infra.providers import StripeClient, StripeDestination, TransferRequest, TransferStatus, WiseDestination
-from infra.providers.stripe import classify_transfer_response, idempotency_key, stripe_amount
+from infra.providers import (
+    PayoutProvider,
+    StripeClient,
+    StripeDestination,
+    TransferRequest,
+    TransferStatus,
+    WiseDestination,
+)
+from infra.providers.stripe import classify_transfer_response, idempotency_key, needs_fresh_key, stripe_amount
 from tests.fakes.providers import ProviderFake
 
 API_KEY = "sk_test_fake_key_do_not_log_4242"
@@ -100,6 +107,7 @@ async def test_server_error_is_unknown_and_lookup_then_proves_nothing_moved(
     assert again.status is TransferStatus.UNKNOWN
     assert fake.executed_count(req.payout_id) == 0
     # ...so after "500 + lookup finds nothing" the caller bumps the attempt (a fresh key).
+    assert needs_fresh_key(result) and needs_fresh_key(again)
     fresh = await stripe.transfer(request(req.payout_id, attempt=1))
     assert fresh.status is TransferStatus.SUCCEEDED
     assert fake.requests[-1].headers["Idempotency-Key"] == f"spacemusic-payout-{req.payout_id}-r1"
@@ -114,6 +122,7 @@ async def test_lost_response_is_unknown_and_lookup_finds_the_executed_transfer(
     result = await stripe.transfer(req)
 
     assert result.status is TransferStatus.UNKNOWN and result.failure_reason == "timeout" and not result.definite
+    assert not needs_fresh_key(result)  # the same key is the guard against a still in-flight request
     executed = fake.transfers["stripe"]
     assert len(executed) == 1
 
@@ -246,6 +255,10 @@ async def test_isk_is_sent_in_stripes_two_decimal_unit(fake: ProviderFake, strip
     assert (await stripe.transfer(req)).succeeded
     assert fake.requests[-1].body["amount"] == ["500000"] and fake.requests[-1].body["currency"] == ["isk"]
     assert (stripe_amount(1234, "EUR"), stripe_amount(500, "JPY")) == (1234, 500)
+
+
+def test_the_client_fulfils_the_provider_protocol() -> None:
+    assert isinstance(StripeClient("http://x", API_KEY, timeout=1.0), PayoutProvider)
 
 
 def test_idempotency_key_is_deterministic_and_normalised() -> None:

@@ -16,7 +16,14 @@ from hypothesis import given
 from hypothesis import strategies as st
 from structlog.testing import capture_logs
 
-from infra.providers import TransferRequest, TransferStatus, WiseClient, WiseDestination, customer_transaction_id
+from infra.providers import (
+    PayoutProvider,
+    TransferRequest,
+    TransferStatus,
+    WiseClient,
+    WiseDestination,
+    customer_transaction_id,
+)
 from infra.providers.wise import CUSTOMER_TRANSACTION_NAMESPACE, dumps_exact, major_units, payment_reference
 from models.money import CURRENCY_EXPONENTS
 from tests.fakes.providers import ProviderFake
@@ -318,6 +325,10 @@ async def test_no_token_iban_bic_or_holder_name_in_logs(
         assert secret not in captured
         assert secret not in repr(request())
     assert TOKEN not in repr(wise)
+
+
+def test_the_client_fulfils_the_provider_protocol() -> None:
+    assert isinstance(WiseClient(BASE, TOKEN, PROFILE, timeout=1.0), PayoutProvider)
 
 
 def test_bad_configuration_fails_fast() -> None:
