@@ -4,12 +4,13 @@ Each phase is committed before the next provider call, so a worker that dies any
 resumes from the recorded phase instead of deciding again:
 
   intent -> stripe_pending -> succeeded
-                          \\-> stripe_unknown -> (lookup) -> succeeded | stripe_pending (retry, same key)
-                          \\-> wise_pending (only after a DEFINITE Stripe failure)
-  wise_pending -> succeeded | failed (both providers refused) | wise_unknown -> (lookup) ...
+                          \\-> stripe_unknown -> (lookup) -> succeeded | stripe_pending (retry)
+                          \\-> stripe_failed (a DEFINITE Stripe refusal: nothing moved)
+  stripe_failed -> wise_pending -> succeeded | failed (both refused) | wise_unknown -> (lookup) ...
 
-A pending phase found at start-up means "we may have called the provider and died": it is
+A *pending* phase means "a provider call may be in flight": found at start-up, it is
 treated exactly like an unknown outcome, i.e. reconciled by lookup before anything else.
+Phases that are not pending (intent, stripe_failed) lead straight to the next call.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ class PayoutPhase(enum.StrEnum):
     INTENT = "intent"
     STRIPE_PENDING = "stripe_pending"
     STRIPE_UNKNOWN = "stripe_unknown"
+    STRIPE_FAILED = "stripe_failed"
     WISE_PENDING = "wise_pending"
     WISE_UNKNOWN = "wise_unknown"
     SUCCEEDED = "succeeded"
@@ -51,6 +53,7 @@ def next_action(phase: PayoutPhase) -> Action:
         PayoutPhase.INTENT: Action.CALL_STRIPE,
         PayoutPhase.STRIPE_PENDING: Action.LOOKUP_STRIPE,
         PayoutPhase.STRIPE_UNKNOWN: Action.LOOKUP_STRIPE,
+        PayoutPhase.STRIPE_FAILED: Action.CALL_WISE,
         PayoutPhase.WISE_PENDING: Action.LOOKUP_WISE,
         PayoutPhase.WISE_UNKNOWN: Action.LOOKUP_WISE,
         PayoutPhase.SUCCEEDED: Action.DONE,
@@ -65,7 +68,7 @@ def after(action: Action, verdict: ProviderVerdict) -> PayoutPhase | None:
     if verdict is ProviderVerdict.SUCCEEDED:
         return PayoutPhase.SUCCEEDED
     if verdict is ProviderVerdict.DEFINITE_FAILURE:
-        return PayoutPhase.WISE_PENDING if stripe else PayoutPhase.FAILED
+        return PayoutPhase.STRIPE_FAILED if stripe else PayoutPhase.FAILED
     if verdict is ProviderVerdict.UNKNOWN:
         return PayoutPhase.STRIPE_UNKNOWN if stripe else PayoutPhase.WISE_UNKNOWN
     return None  # NOT_FOUND after a lookup

@@ -66,7 +66,7 @@ payouts = Table(
     Column("completed_at", TS),
     CheckConstraint("amount_minor >= 0", name="amount_not_negative"),
     CheckConstraint(
-        "phase IN ('intent','stripe_pending','stripe_unknown','wise_pending','wise_unknown','succeeded','failed')",
+        "phase IN ('intent','stripe_pending','stripe_unknown','stripe_failed','wise_pending','wise_unknown','succeeded','failed')",
         name="phase_known",
     ),
     Index("ix_payouts_phase", "phase"),

@@ -44,15 +44,17 @@ def prepare_stack_env(name: str, **overrides: str) -> dict[str, str]:
     database = f"sm_test_{name}"
     asyncio.run(_admin(base_dsn, f'CREATE DATABASE "{database}"'))
     env.update(
-        DATABASE_URL=base_dsn.rsplit("/", 1)[0] + f"/{database}",
-        TOPIC_NAMESPACE=f"t{name}.",
-        CONSUMER_GROUP_PREFIX=f"test{name}",
-        LOG_LEVEL="INFO",
-        STARTUP_RETRY_SECONDS="120",
-        SSE_HEARTBEAT_SECONDS="2",
-        METRICS_PORT="0",
-        S3_BUCKET=f"sm-test-{name}",
-        **overrides,
+        {
+            "DATABASE_URL": base_dsn.rsplit("/", 1)[0] + f"/{database}",
+            "TOPIC_NAMESPACE": f"t{name}.",
+            "CONSUMER_GROUP_PREFIX": f"test{name}",
+            "LOG_LEVEL": "INFO",
+            "STARTUP_RETRY_SECONDS": "120",
+            "SSE_HEARTBEAT_SECONDS": "2",
+            "METRICS_PORT": "0",
+            "S3_BUCKET": f"sm-test-{name}",
+            **overrides,
+        }
     )
     run_cli(env, "migrate")
     run_cli(env, "schemas", "register")

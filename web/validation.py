@@ -61,47 +61,58 @@ def parse_amount_minor(value: Any, field: str, problems: list[dict[str, str]]) -
     return value
 
 
+def parse_royalty_history(raw: Any, problems: list[dict[str, str]]) -> tuple[RoyaltyPeriod, ...]:
+    """A list of ``{period: "YYYY-MM", amount_minor: int}``, each month at most once.
+
+    Shared by POST /offers and POST /calculator so a history the calculator prices is exactly
+    one the offers API accepts. Problems are appended (field names as the client sent them);
+    the returned tuple holds only the valid entries and is meaningless if problems were added.
+    """
+    if not isinstance(raw, list):
+        problems.append(
+            {"field": "royalty_history", "problem": "is required and must be a list of {period, amount_minor}"}
+        )
+        return ()
+    if len(raw) > MAX_HISTORY_MONTHS:
+        problems.append({"field": "royalty_history", "problem": f"must have at most {MAX_HISTORY_MONTHS} entries"})
+        return ()
+    history: list[RoyaltyPeriod] = []
+    seen: set[str] = set()
+    for i, item in enumerate(raw):
+        where = f"royalty_history[{i}]"
+        if not isinstance(item, dict):
+            problems.append({"field": where, "problem": "must be an object {period, amount_minor}"})
+            continue
+        period = item.get("period")
+        if not isinstance(period, str):
+            problems.append({"field": f"{where}.period", "problem": "is required and must be a YYYY-MM string"})
+            period = None
+        else:
+            try:
+                month_index(period)
+            except ValueError:
+                problems.append({"field": f"{where}.period", "problem": "must be a calendar month YYYY-MM"})
+                period = None
+        if period is not None and period in seen:
+            problems.append({"field": f"{where}.period", "problem": f"duplicate month {period}"})
+        amount = parse_amount_minor(item.get("amount_minor"), f"{where}.amount_minor", problems)
+        if period is not None and amount is not None:
+            seen.add(period)
+            history.append(RoyaltyPeriod(period=period, amount_minor=amount))
+    return tuple(history)
+
+
 def parse_offer_request(body: Any) -> OfferRequest:
     if not isinstance(body, dict):
         raise ValidationFailed([{"field": "body", "problem": "must be a JSON object"}])
     problems: list[dict[str, str]] = []
     creator_id = parse_uuid(body.get("creator_id"), "creator_id", problems)
     currency = parse_currency(body.get("currency"), "currency", problems)
-    history_raw = body.get("royalty_history")
-    history: list[RoyaltyPeriod] = []
-    if not isinstance(history_raw, list):
-        problems.append(
-            {"field": "royalty_history", "problem": "is required and must be a list of {period, amount_minor}"}
-        )
-    elif len(history_raw) > MAX_HISTORY_MONTHS:
-        problems.append({"field": "royalty_history", "problem": f"must have at most {MAX_HISTORY_MONTHS} entries"})
-    else:
-        seen: set[str] = set()
-        for i, item in enumerate(history_raw):
-            where = f"royalty_history[{i}]"
-            if not isinstance(item, dict):
-                problems.append({"field": where, "problem": "must be an object {period, amount_minor}"})
-                continue
-            period = item.get("period")
-            if not isinstance(period, str):
-                problems.append({"field": f"{where}.period", "problem": "is required and must be a YYYY-MM string"})
-                period = None
-            else:
-                try:
-                    month_index(period)
-                except ValueError:
-                    problems.append({"field": f"{where}.period", "problem": "must be a calendar month YYYY-MM"})
-                    period = None
-            if period is not None and period in seen:
-                problems.append({"field": f"{where}.period", "problem": f"duplicate month {period}"})
-            amount = parse_amount_minor(item.get("amount_minor"), f"{where}.amount_minor", problems)
-            if period is not None and amount is not None:
-                seen.add(period)
-                history.append(RoyaltyPeriod(period=period, amount_minor=amount))
+    history = parse_royalty_history(body.get("royalty_history"), problems)
     unknown = sorted(set(body) - {"creator_id", "currency", "royalty_history"})
     for name in unknown:
         problems.append({"field": name, "problem": "is not a known field"})
     if problems:
         raise ValidationFailed(problems)
     assert creator_id is not None and currency is not None
-    return OfferRequest(creator_id=creator_id, currency=currency, royalty_history=tuple(history))
+    return OfferRequest(creator_id=creator_id, currency=currency, royalty_history=history)

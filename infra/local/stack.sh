@@ -149,11 +149,16 @@ as_pg() {
 }
 
 # ---- install --------------------------------------------------------------------------------
-SUDO=()
-need_root_for_apt() {
-  if (( IS_ROOT )); then SUDO=(); return; fi
-  if command -v sudo >/dev/null 2>&1; then SUDO=(sudo); return; fi
-  die "Debian packages are missing ($*) and this is not root and sudo is not available; install them as root: apt-get install $*"
+APT_UPDATED=0
+apt_install() {  # packages...; apt-get update at most once per run
+  local sudo=()
+  if (( ! IS_ROOT )); then
+    command -v sudo >/dev/null 2>&1 \
+      || die "Debian packages are missing ($*), this is not root and there is no sudo; as root run: apt-get install $*"
+    sudo=(sudo)
+  fi
+  if (( ! APT_UPDATED )); then "${sudo[@]}" apt-get update -q; APT_UPDATED=1; fi
+  "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "$@"
 }
 
 install_debs() {
@@ -168,11 +173,9 @@ install_debs() {
   done < <(dpkg-query -W -f='${Package} ${db:Status-Status}\n' "${want[@]}" 2>/dev/null || true)
   for p in "${want[@]}"; do [[ -n ${installed[$p]:-} ]] || missing+=("$p"); done
   if (( ${#missing[@]} == 0 )); then say "debs      ok"; return; fi
-  need_root_for_apt "${missing[*]}"
   local t0; t0=$(now)
   say "debs      installing: ${missing[*]}"
-  "${SUDO[@]}" apt-get update -q
-  "${SUDO[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${missing[@]}"
+  apt_install "${missing[@]}"
   say "debs      installed in $(since "$t0")s"
 }
 
@@ -186,9 +189,7 @@ install_venv() {
       || die "$PYTHON is $("$PYTHON" -V 2>&1); the project needs 3.11 or 3.12 (set PYTHON=...)"
     if ! "$PYTHON" -c 'import ensurepip, venv' 2>/dev/null; then
       # Debian splits venv/ensurepip out of python3 itself.
-      need_root_for_apt python3-venv
-      "${SUDO[@]}" apt-get update -q
-      "${SUDO[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends python3-venv
+      apt_install python3-venv
     fi
     "$PYTHON" -m venv "$VENV"
   fi
@@ -207,7 +208,7 @@ install_kafka() {
     -DincludeScope=runtime -DoutputDirectory="$KAFKA_LIBS.tmp"
   rm -rf "$KAFKA_LIBS"; mv "$KAFKA_LIBS.tmp" "$KAFKA_LIBS"
   mkdir -p "$STAMPS"; rm -f "$STAMPS"/kafka-libs.*; touch "$stamp"
-  say "kafka     installed in $(since "$t0")s ($(ls "$KAFKA_LIBS" | wc -l) jars)"
+  say "kafka     installed in $(since "$t0")s ($(find "$KAFKA_LIBS" -name '*.jar' | wc -l) jars)"
 }
 
 install_apicurio() {
@@ -222,7 +223,7 @@ install_apicurio() {
       -Dartifact="io.apicurio:apicurio-registry-app:$APICURIO_VERSION:tar.gz:all" \
       -DoutputDirectory="$APICURIO_DIR")
   fi
-  rm -rf "$APICURIO_DIR/lib" "$APICURIO_DIR/meta"
+  rm -rf "${APICURIO_DIR:?}/lib" "${APICURIO_DIR:?}/meta"
   tar -xzf "$tgz" -C "$APICURIO_DIR"
   [[ -f $APICURIO_JAR ]] || die "registry: $tgz did not contain $(basename "$APICURIO_JAR")"
   mkdir -p "$STAMPS"; rm -f "$STAMPS"/apicurio.*; touch "$stamp"
@@ -240,14 +241,13 @@ find_go() {
   go=$(command -v go || true)
   [[ -z $go && -x /usr/local/go/bin/go ]] && go=/usr/local/go/bin/go
   if [[ -z $go ]]; then
-    need_root_for_apt golang-go
-    "${SUDO[@]}" apt-get update -q >&2
-    "${SUDO[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends golang-go ca-certificates >&2
+    apt_install golang-go ca-certificates >&2
     go=$(command -v go) || die "go still not found after installing golang-go"
   fi
   minor=$(go_minor "$go")
   if [[ -n $minor ]] && (( minor >= 21 )); then echo "$go"; return; fi
-  local tc="golang.org/toolchain@v0.0.1-go1.22.12.linux-$(dpkg --print-architecture)" dir
+  local tc dir
+  tc="golang.org/toolchain@v0.0.1-go1.22.12.linux-$(dpkg --print-architecture)"
   dir=$(cd /tmp && GOFLAGS=-modcacherw GO111MODULE=on "$go" mod download -json "$tc" \
         | sed -n 's/^[[:space:]]*"Dir": "\(.*\)",*$/\1/p')
   [[ -n $dir && -f $dir/bin/go ]] || die "could not fetch Go toolchain $tc through the module proxy"
@@ -320,7 +320,9 @@ running_pid() {
   local name=$1 pidfile="$RUN/$1.pid" pid=""
   if [[ $name == pg ]]; then
     [[ -r $PGDATA/postmaster.pid ]] && read -r pid <"$PGDATA/postmaster.pid" || true
-    if pid_alive "$pid" && pid_is "$pid" postgres; then echo "$pid" >"$pidfile"; echo "$pid"; return 0; fi
+    if pid_alive "$pid" && pid_is "$pid" postgres; then
+      echo "$pid" 2>/dev/null >"$pidfile" || true; echo "$pid"; return 0
+    fi
     rm -f "$pidfile"; return 1
   fi
   [[ -r $pidfile ]] && read -r pid <"$pidfile" || true
@@ -328,11 +330,15 @@ running_pid() {
   rm -f "$pidfile"; return 1
 }
 
-fail_component() {  # name message
+fail_component() {  # name message [nolog]
   local name=$1 log; log=$(log_of "$1")
   err "$name FAILED: $2"
-  err "log: $log (last 20 lines below)"
-  if [[ -f $log ]]; then tail -n 20 "$log" | sed 's/^/    /' >&2; fi
+  if [[ -z ${3:-} && -f $log ]]; then
+    err "log: $log (last 20 lines below)"
+    tail -n 20 "$log" | sed 's/^/    /' >&2
+  else
+    err "log: $log"
+  fi
   exit 1
 }
 
@@ -341,7 +347,7 @@ check_ports_free() {
   for p in $(ports_of "$name"); do
     if port_open "$p"; then
       owner=$(port_owner "$p")
-      fail_component "$name" "port $HOST:$p is already in use by another process${owner:+ ($owner)}; stop it first"
+      fail_component "$name" "port $HOST:$p is already in use by another process${owner:+ ($owner)}; stop it first" nolog
     fi
   done
 }
@@ -511,6 +517,7 @@ launch_registry() {
     -Dapicurio.rest.deletion.artifact-version.enabled=true \
     -Dapicurio.rest.deletion.group.enabled=true \
     -Dapicurio.ccompat.use-canonical-hash=true \
+    -Dapicurio.ccompat.max-subjects=100000 \
     -Dapicurio.import.work-dir="$dir/tmp" \
     -Dapicurio.storage.snapshot.location="$dir/tmp" \
     -Dquarkus.http.access-log.enabled=false \

@@ -58,7 +58,7 @@ def upgrade() -> None:
         sa.Column("completed_at", TS),
         sa.CheckConstraint("amount_minor >= 0", name="ck_payouts_amount_not_negative"),
         sa.CheckConstraint(
-            "phase IN ('intent','stripe_pending','stripe_unknown','wise_pending','wise_unknown','succeeded','failed')",
+            "phase IN ('intent','stripe_pending','stripe_unknown','stripe_failed','wise_pending','wise_unknown','succeeded','failed')",
             name="ck_payouts_phase_known",
         ),
     )

@@ -20,6 +20,7 @@ import pytest
 import respx
 from aiohttp import DummyCookieJar, web
 from aiohttp.test_utils import TestClient, TestServer
+from click.testing import CliRunner
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from infra.settings import Settings
@@ -39,7 +40,7 @@ from web.auth import (
     setup_auth,
     visible_to,
 )
-from web.auth.dev_idp import DEV_IDP, DevIdpDisabled, load_or_create_signing_key, mint_token
+from web.auth.dev_idp import DEV_IDP, DevIdpDisabled, dev_token, load_or_create_signing_key, mint_token
 from web.auth.permissions import CREATORS_WRITE
 from web.auth.tokens import Principal
 from web.middleware import json_errors, request_context
@@ -101,7 +102,9 @@ async def healthz(_: web.Request) -> web.Response:
 
 
 def build_app(settings: Settings, *, list_auth_middleware: bool = True) -> web.Application:
-    middlewares = [request_context, auth_middleware, json_errors] if list_auth_middleware else [request_context, json_errors]
+    middlewares = (
+        [request_context, auth_middleware, json_errors] if list_auth_middleware else [request_context, json_errors]
+    )
     app = web.Application(middlewares=middlewares)
     setup_auth(app, settings)
     app.router.add_post("/offers", create_offer)
@@ -280,7 +283,9 @@ async def test_tampered_or_cross_purpose_tickets_are_rejected(client: TestClient
     ticket = await _ticket(client, token(dev_settings, DEALS_READ, creator_id=CREATOR_A))
     version, body, sig = ticket.split(".")
     payload = json.loads(base64.urlsafe_b64decode(body + "=="))
-    widened = base64.urlsafe_b64encode(json.dumps(payload | {"cid": None, "prm": [ADMIN]}).encode()).rstrip(b"=").decode()
+    widened = (
+        base64.urlsafe_b64encode(json.dumps(payload | {"cid": None, "prm": [ADMIN]}).encode()).rstrip(b"=").decode()
+    )
     session_value = state.sessions.issue(Principal("auth0|s", frozenset({DEALS_READ})))
     for bad in (f"{version}.{widened}.{sig}", session_value):
         response = await client.get("/offers/events/deals", params={"ticket": bad})
@@ -454,7 +459,11 @@ async def test_prod_has_no_dev_idp_and_verifies_against_the_remote_jwks(prod_set
         app = build_app(prod_settings, list_auth_middleware=False)
         assert app.middlewares.index(auth_middleware) == 1  # inserted right after request_context
         async with TestClient(TestServer(app), cookie_jar=DummyCookieJar()) as client:
-            for path in ("/dev-idp/.well-known/jwks.json", "/dev-idp/.well-known/openid-configuration", "/dev-idp/login"):
+            for path in (
+                "/dev-idp/.well-known/jwks.json",
+                "/dev-idp/.well-known/openid-configuration",
+                "/dev-idp/login",
+            ):
                 assert (await client.get(path)).status == 404, path
             assert (await client.post("/dev-idp/login", data={"identity": "admin"})).status == 404
             good = sign(base_claims(iss=PROD_ISSUER, aud=AUDIENCE, permissions=[DEALS_READ]), key, "prod-1")
@@ -490,3 +499,31 @@ def test_weak_config_is_refused(dev_settings: Settings) -> None:
         setup_auth(web.Application(), replace(dev_settings, oidc_algorithms=("RS256", "HS256")))
     with pytest.raises(RuntimeError):
         setup_auth(web.Application(), replace(dev_settings, env="prod", oidc_issuer="", oidc_jwks_url=""))
+
+
+# --- the dev-token command ------------------------------------------------------------------------
+
+
+def _cli_env(settings: Settings, env: str) -> dict[str, str]:
+    return {
+        "SPACEMUSIC_ENV": env,
+        "KAFKA_BOOTSTRAP_SERVERS": settings.kafka_bootstrap_servers,
+        "SCHEMA_REGISTRY_URL": settings.schema_registry_url,
+        "DATABASE_URL": settings.database_url,
+        "OIDC_ISSUER": ISSUER,
+        "OIDC_AUDIENCE": AUDIENCE,
+        "DEV_IDP_KEY_PATH": str(settings.dev_idp_key_path),
+        "LOG_LEVEL": "WARNING",
+    }
+
+
+async def test_dev_token_command_mints_a_token_the_app_accepts(client: TestClient, dev_settings: Settings) -> None:
+    args = ["--sub", "alice", "--permission", DEALS_READ, "--creator-id", CREATOR_A.upper(), "--ttl", "120"]
+    result = CliRunner().invoke(dev_token, args, env=_cli_env(dev_settings, "dev"))
+    assert result.exit_code == 0, result.output
+    minted = result.stdout.strip()
+    body = await (await client.get("/deals", headers=bearer(minted))).json()
+    assert body["scope"] == CREATOR_A
+    refused = CliRunner().invoke(dev_token, ["--sub", "alice"], env=_cli_env(dev_settings, "prod"))
+    assert refused.exit_code != 0
+    assert "SPACEMUSIC_ENV=dev" in refused.output

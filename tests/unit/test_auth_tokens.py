@@ -50,7 +50,9 @@ def _b64json(value: Any) -> str:
     return _b64(json.dumps(value, separators=(",", ":")).encode())
 
 
-def public_jwk(key: rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey, kid: str, alg: str | None = "RS256") -> dict[str, Any]:
+def public_jwk(
+    key: rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey, kid: str, alg: str | None = "RS256"
+) -> dict[str, Any]:
     if isinstance(key, rsa.RSAPrivateKey):
         jwk: dict[str, Any] = RSAAlgorithm.to_jwk(key.public_key(), as_dict=True)
     else:
@@ -117,7 +119,9 @@ def build_hostile_tokens(
     evil_header = {"alg": "RS256", "typ": "JWT", "kid": kid, "jwk": public_jwk(other, kid)}
     tokens = [
         Hostile("alg_none", forge({"alg": "none", "typ": "JWT", "kid": kid}, claims(), lambda _: b""), "bad_algorithm"),
-        Hostile("alg_None_with_sig", forge({"alg": "None", "kid": kid}, claims(), lambda _: b"x" * 32), "bad_algorithm"),
+        Hostile(
+            "alg_None_with_sig", forge({"alg": "None", "kid": kid}, claims(), lambda _: b"x" * 32), "bad_algorithm"
+        ),
         Hostile(
             "hs256_with_rsa_public_pem",
             forge(
@@ -132,7 +136,11 @@ def build_hostile_tokens(
         Hostile("wrong_issuer", sign(claims(iss="https://evil.example/"), key, kid), "bad_issuer"),
         Hostile("issuer_without_trailing_slash", sign(claims(iss=issuer.rstrip("/")), key, kid), "bad_issuer"),
         Hostile("wrong_audience", sign(claims(aud="https://other-api.example"), key, kid), "bad_audience"),
-        Hostile("audience_list_without_ours", sign(claims(aud=["https://a.example", "https://b.example"]), key, kid), "bad_audience"),
+        Hostile(
+            "audience_list_without_ours",
+            sign(claims(aud=["https://a.example", "https://b.example"]), key, kid),
+            "bad_audience",
+        ),
         Hostile("missing_aud", sign(claims(aud=_DROP), key, kid), "missing_claim"),
         Hostile("expired", sign(claims(iat=now - 3600, exp=now - 120), key, kid), "token_expired"),
         Hostile("nbf_in_future", sign(claims(nbf=now + 600), key, kid), "token_not_yet_valid"),
@@ -265,9 +273,7 @@ async def test_second_published_key_verifies_its_own_tokens(
 
 async def test_algorithm_must_match_the_key(keys: dict[str, rsa.RSAPrivateKey]) -> None:
     ec_key = ec.generate_private_key(ec.SECP256R1())
-    cache = JwksCache.from_static(
-        {"keys": [public_jwk(keys["a"], "rsa-pinned"), public_jwk(ec_key, "ec", alg=None)]}
-    )
+    cache = JwksCache.from_static({"keys": [public_jwk(keys["a"], "rsa-pinned"), public_jwk(ec_key, "ec", alg=None)]})
     verifier = TokenVerifier(cache, ISSUER, AUDIENCE, ["RS256", "PS256", "ES256"])
     assert (await verifier.verify(sign(base_claims(), ec_key, "ec", alg="ES256"))).subject
     # PS256 is configured, but this JWK pins RS256.
@@ -290,8 +296,8 @@ async def test_configured_algorithms_bind_even_when_the_jwk_pins_none(keys: dict
         with pytest.raises(AuthError) as caught:
             await verifier.verify(sign(base_claims(), keys["a"], "unpinned", alg=alg))
         assert caught.value.code == "bad_algorithm", alg
-    public_pem = keys["a"].public_key().public_bytes(
-        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    public_pem = (
+        keys["a"].public_key().public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
     )
     confused = forge(
         {"alg": "HS256", "kid": "unpinned"}, base_claims(), lambda d: hmac.new(public_pem, d, hashlib.sha256).digest()
@@ -354,7 +360,9 @@ async def test_unknown_kid_refetches_at_most_once_per_interval(
     attacker = respx_mock.get("https://evil.example/jwks.json").mock(return_value=httpx.Response(200, json=jwks))
     clock = FakeClock()
     async with httpx.AsyncClient() as http:
-        verifier = TokenVerifier(JwksCache(JWKS_URL, http, min_refetch_interval=30, clock=clock), ISSUER, AUDIENCE, ["RS256"])
+        verifier = TokenVerifier(
+            JwksCache(JWKS_URL, http, min_refetch_interval=30, clock=clock), ISSUER, AUDIENCE, ["RS256"]
+        )
         assert (await verifier.verify(sign(base_claims(), keys["a"], "key-a"))).subject
         assert route.call_count == 1
         unknown = sign(base_claims(), keys["evil"], "unknown-kid", jku="https://evil.example/jwks.json")
@@ -391,9 +399,7 @@ async def test_key_rotation_picks_up_the_new_kid(
 ) -> None:
     old = {"keys": [public_jwk(keys["a"], "old")]}
     new = {"keys": [public_jwk(keys["new"], "new")]}
-    route = respx_mock.get(JWKS_URL).mock(
-        side_effect=[httpx.Response(200, json=old), httpx.Response(200, json=new)]
-    )
+    route = respx_mock.get(JWKS_URL).mock(side_effect=[httpx.Response(200, json=old), httpx.Response(200, json=new)])
     clock = FakeClock()
     async with httpx.AsyncClient() as http:
         verifier = TokenVerifier(JwksCache(JWKS_URL, http, clock=clock), ISSUER, AUDIENCE, ["RS256"])

@@ -90,14 +90,15 @@ class JwksCache:
     def __init__(
         self,
         url: str,
-        http: httpx.AsyncClient,
+        http: httpx.AsyncClient | None,
         *,
         min_refetch_interval: float = 30.0,
         ttl: float = 600.0,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
+        """``http=None`` is for :meth:`from_static` only: a cache that can never fetch."""
         self._url = url
-        self._http: httpx.AsyncClient | None = http
+        self._http = http
         self._min_refetch_interval = min_refetch_interval
         self._ttl = ttl
         self._clock = clock
@@ -109,18 +110,11 @@ class JwksCache:
     @classmethod
     def from_static(cls, jwks: Mapping[str, Any]) -> JwksCache:
         """A cache that never fetches: the keys given are all there is."""
-        cache = cls.__new__(cls)
-        cache._url = ""
-        cache._http = None
-        cache._min_refetch_interval = float("inf")
-        cache._ttl = float("inf")
-        cache._clock = time.monotonic
-        cache._keys = parse_jwks(jwks)
-        if not cache._keys:
+        keys = parse_jwks(jwks)
+        if not keys:
             raise ValueError("a static JWKS needs at least one usable signing key")
-        cache._fetched_at = 0.0
-        cache._last_attempt = 0.0
-        cache._lock = asyncio.Lock()
+        cache = cls("", None, min_refetch_interval=float("inf"), ttl=float("inf"))
+        cache._keys = keys
         return cache
 
     @property
@@ -148,7 +142,7 @@ class JwksCache:
         return self._fetched_at is None or self._clock() - self._fetched_at >= self._ttl
 
     async def _refetch_if_allowed(self) -> None:
-        if True:
+        async with self._lock:
             # Re-checked under the lock: callers that queued behind a fetch find it just done
             # and reuse its result instead of fetching again.
             if self._last_attempt is not None and self._clock() - self._last_attempt < self._min_refetch_interval:
@@ -167,7 +161,8 @@ class JwksCache:
                 log.info("jwks_keys_loaded", url=self._url, kids=sorted(keys))
 
     async def _fetch(self) -> dict[str, VerificationKey]:
-        assert self._http is not None
+        if self._http is None:
+            raise ValueError("a static JWKS cannot be fetched")
         response = await self._http.get(
             self._url, timeout=FETCH_TIMEOUT_SECONDS, headers={"Accept": "application/json"}, follow_redirects=False
         )

@@ -1,0 +1,525 @@
+"""`spacemusic replay`: read lifecycle topics (or the dead-letter topic) again, outside any
+consumer group, and print, re-publish or project what they hold.
+
+Writes are dry runs unless ``--execute`` is given: an operator sees exactly what would be
+written (as JSON lines on stdout) before anything is. Stdout carries data only; progress,
+undecodable-message reports, logs and the summary go to stderr, so `replay | jq` works.
+
+Exit status: 0 when the run completed (undecodable messages are reported and counted, and
+do not stop it), 1 when it could not run (topic missing on the broker, offset out of range,
+registry unreachable) or when messages were selected but not one of them could be decoded,
+2 for usage errors (unknown topic name, conflicting options).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import enum
+import json
+import logging
+import os
+import sys
+import time
+import uuid
+from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import click
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.table import Table
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from agents.commands.common import load_settings, run
+from infra.avro import (
+    DecodeError,
+    RegistryCodec,
+    RegistryUnavailable,
+    SchemaCatalog,
+    event_to_record,
+    new_registry_client,
+)
+from infra.db import create_engine
+from infra.kafka import EventPublisher, all_logical_topics
+from infra.settings import Settings
+from infra.topic_reader import RawRecord, ReadPlan, ReadSpec, TopicReader, TopicReadError, decode_record
+from models.errors import InvalidEvent
+from models.events import DEADLETTER_TOPIC, LIFECYCLE_EVENTS, DeadLetter, Event
+from projections.projector import Position, apply_to_deal, take_write_lock
+from projections.tables import deal_events
+
+console = Console(stderr=True)
+
+REPLAY_HEADER = "replayed_from"
+LONG_RUN_RECORDS = 10_000  # above this a run reports progress even without a terminal
+REGISTRY_ATTEMPTS = 5
+
+
+# ---------------------------------------------------------------- shared with deal / deadletters
+
+
+class IsoTime(click.ParamType):
+    """ISO-8601 instant; a time without an offset is UTC (operators paste log timestamps)."""
+
+    name = "TIME"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> datetime:
+        if isinstance(value, datetime):
+            parsed = value
+        else:
+            try:
+                parsed = datetime.fromisoformat(str(value).strip())
+            except ValueError:
+                self.fail(f"{value!r} is not an ISO-8601 time (e.g. 2026-01-31T12:00:00Z or 2026-01-31)", param, ctx)
+        return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+
+ISO_TIME = IsoTime()
+
+
+def uuid_option(value: str | None, name: str) -> str | None:
+    if value is None:
+        return None
+    try:
+        return str(uuid.UUID(value))
+    except ValueError as exc:
+        raise click.BadParameter(f"{value!r} is not a UUID", param_hint=name) from exc
+
+
+def logs_to_stderr() -> None:
+    """Stdout is data here (JSON lines); the shared logging setup writes to stdout."""
+    for handler in logging.getLogger().handlers:
+        if isinstance(handler, logging.StreamHandler) and handler.stream in (sys.stdout, sys.__stdout__):
+            handler.setStream(sys.stderr)
+
+
+def new_codec(settings: Settings) -> RegistryCodec:
+    return RegistryCodec(
+        new_registry_client(settings.schema_registry_url),
+        SchemaCatalog.load(settings.schema_dir),
+        settings.topic_namespace,
+    )
+
+
+def json_value(value: Any) -> Any:
+    """JSON for decoded records: bytes as text when they are printable UTF-8 (keys, ids),
+    otherwise ``{"base64": ...}`` so an Avro body survives the trip intact."""
+    if isinstance(value, bytes):
+        try:
+            text = value.decode("utf-8")
+        except UnicodeDecodeError:
+            text = None
+        if text is not None and all(c.isprintable() or c in "\t\n\r" for c in text):
+            return text
+        return {"base64": base64.b64encode(value).decode("ascii")}
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if isinstance(value, enum.Enum):
+        return value.value
+    if isinstance(value, dict):
+        return {str(k): json_value(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_value(v) for v in value]
+    return value
+
+
+def record_json(record: RawRecord, obj: Event | DeadLetter | None) -> dict[str, Any]:
+    return {
+        "topic": record.topic,
+        "partition": record.partition,
+        "offset": record.offset,
+        "key": json_value(record.key),
+        "timestamp": record.timestamp.isoformat(),
+        "headers": [[k, json_value(v)] for k, v in record.headers],
+        "event_type": obj.TOPIC if obj is not None else None,
+        "event": json_value(event_to_record(obj)) if obj is not None else None,
+    }
+
+
+def emit(line: dict[str, Any]) -> None:
+    sys.stdout.write(json.dumps(line, separators=(",", ":")) + "\n")
+
+
+def event_time(obj: Event | DeadLetter) -> datetime:
+    return obj.failed_at if isinstance(obj, DeadLetter) else obj.occurred_at
+
+
+class Decoder:
+    """Decodes records, reporting (not raising) the ones that are not valid messages.
+
+    A registry that cannot be reached is retried briefly and then ends the run: every
+    following record would fail the same way, and reporting them all as bad would lie."""
+
+    def __init__(self, codec: RegistryCodec) -> None:
+        self._codec = codec
+        self.undecodable: Counter[str] = Counter()
+
+    async def __call__(self, record: RawRecord) -> Event | DeadLetter | None:
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                return await decode_record(self._codec, record)
+            except (DecodeError, InvalidEvent) as exc:
+                self.undecodable[record.topic] += 1
+                key = json.dumps(json_value(record.key))
+                click.echo(f"undecodable {record.position} key={key}: {type(exc).__name__}: {exc}", err=True)
+                return None
+            except RegistryUnavailable:
+                if attempt >= REGISTRY_ATTEMPTS:
+                    raise
+                await asyncio.sleep(0.5 * 2**attempt)
+
+
+class ProgressReporter:
+    """A rich bar on a terminal; on a pipe, a plain line every few seconds for long runs."""
+
+    def __init__(self, total: int, label: str, forced: bool | None) -> None:
+        self._total = total
+        self._label = label
+        tty = console.is_terminal
+        enabled = forced if forced is not None else (tty or total >= LONG_RUN_RECORDS)
+        self._bar: Progress | None = None
+        self._text = enabled and not tty and total > 0
+        if enabled and tty and total > 0:
+            self._bar = Progress(
+                TextColumn("{task.description}"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TimeRemainingColumn(),
+                console=console,
+                transient=True,
+            )
+            self._task = self._bar.add_task(label, total=total)
+        self._done = 0
+        self._last_line = time.monotonic()
+
+    def advance(self) -> None:
+        self._done += 1
+        if self._bar is not None:
+            self._bar.advance(self._task)
+        elif self._text and time.monotonic() - self._last_line >= 5:
+            self._last_line = time.monotonic()
+            click.echo(f"{self._label}: {self._done}/{self._total} ({100 * self._done // self._total}%)", err=True)
+
+    @contextmanager
+    def running(self) -> Iterator[ProgressReporter]:
+        if self._bar is None:
+            yield self
+            return
+        with self._bar:
+            yield self
+
+
+# ---------------------------------------------------------------- outputs
+
+
+class Output(enum.StrEnum):
+    JSON = "json"
+    REPUBLISH = "republish"
+    PROJECT = "project"
+
+
+class JsonLines:
+    async def write(self, record: RawRecord, obj: Event | DeadLetter) -> str:
+        emit(record_json(record, obj))
+        return "printed"
+
+
+class Republisher:
+    """Same key, same bytes, original headers plus a marker saying where it came from."""
+
+    def __init__(self, publisher: EventPublisher | None, target: str | None) -> None:
+        self._publisher = publisher  # None: dry run
+        self._target = target
+
+    async def write(self, record: RawRecord, obj: Event | DeadLetter) -> str:
+        target = self._target or record.topic
+        headers = [*record.headers, (REPLAY_HEADER, record.position.encode())]
+        if self._publisher is None:
+            emit(
+                {
+                    "action": "would_publish",
+                    "target_topic": target,
+                    "source": record.position,
+                    "key": json_value(record.key),
+                    "headers": [[k, json_value(v)] for k, v in headers],
+                    "event_type": obj.TOPIC,
+                    "event_id": obj.dead_letter_id if isinstance(obj, DeadLetter) else obj.event_id,
+                }
+            )
+            return "would_publish"
+        await self._publisher.send_raw(target, record.key, record.value, headers)
+        return "published"
+
+
+class ProjectionApplier:
+    """Folds events into the projections the way the projector does, minus its tracking
+    rows: the live projector's positions stay its own, and the event-id guard in
+    ``deal_events`` makes anything it already applied a no-op."""
+
+    def __init__(self, settings: Settings, engine: AsyncEngine, execute: bool) -> None:
+        self._settings = settings
+        self._engine = engine
+        self._execute = execute
+
+    async def write(self, record: RawRecord, obj: Event | DeadLetter) -> str:
+        assert isinstance(obj, Event), "dead letters are rejected before the run starts"
+        position = Position(self._settings.topic(record.topic), record.partition, record.offset)
+        if not self._execute:
+            async with self._engine.connect() as conn:
+                present = await conn.scalar(
+                    select(deal_events.c.event_id).where(deal_events.c.event_id == obj.event_id)
+                )
+            action = "already_applied" if present else "would_apply"
+            emit(
+                {
+                    "action": action,
+                    "source": record.position,
+                    "event_type": obj.TOPIC,
+                    "event_id": obj.event_id,
+                    "offer_id": obj.offer_id,
+                }
+            )
+            return action
+        # One short transaction per event: the write lock also serialises the live
+        # projector, which must not stall behind a long replay.
+        async with self._engine.begin() as conn:
+            await take_write_lock(conn)
+            outcome = await apply_to_deal(conn, obj, position)
+        return outcome.value
+
+
+# ---------------------------------------------------------------- the run
+
+
+@dataclass
+class Summary:
+    output: Output
+    execute: bool
+    planned: int = 0
+    scanned: int = 0
+    selected: Counter[str] = field(default_factory=Counter)
+    decoded: Counter[str] = field(default_factory=Counter)
+    undecodable: Counter[str] = field(default_factory=Counter)
+    actions: Counter[tuple[str, str]] = field(default_factory=Counter)
+    seconds: float = 0.0
+
+    def print(self, topics: tuple[str, ...]) -> None:
+        verbs = sorted({verb for _, verb in self.actions})
+        table = Table(title=f"replay summary ({self.output.value})")
+        for heading in ("topic", "selected", "decoded", "undecodable", *verbs):
+            table.add_column(heading, justify="left" if heading == "topic" else "right", no_wrap=True)
+        for topic in topics:
+            table.add_row(
+                topic,
+                str(self.selected[topic]),
+                str(self.decoded[topic]),
+                str(self.undecodable[topic]),
+                *(str(self.actions[(topic, verb)]) for verb in verbs),
+            )
+        console.print(table)
+        console.print(
+            f"scanned {self.scanned} of {self.planned} planned record(s), selected {sum(self.selected.values())}, "
+            f"decoded {sum(self.decoded.values())}, undecodable {sum(self.undecodable.values())} "
+            f"in {self.seconds:.1f}s",
+            soft_wrap=True,
+        )
+        if self.output is not Output.JSON and not self.execute:
+            console.print(
+                "[yellow]DRY RUN: nothing was written; re-run with --execute to write[/yellow]", soft_wrap=True
+            )
+
+
+@dataclass(frozen=True)
+class ReplayRequest:
+    spec: ReadSpec
+    output: Output
+    target_topic: str | None
+    offer_id: str | None
+    execute: bool
+    progress: bool | None
+
+
+async def _replay(settings: Settings, request: ReplayRequest) -> Summary:
+    summary = Summary(output=request.output, execute=request.execute)
+    started = time.monotonic()
+    codec = new_codec(settings)
+    decoder = Decoder(codec)
+    publisher: EventPublisher | None = None
+    engine: AsyncEngine | None = None
+    try:
+        async with TopicReader(settings) as reader:
+            plan = await reader.plan(request.spec)
+            if request.target_topic is not None:
+                await reader.partitions([request.target_topic])  # must exist: never create by typo
+            summary.planned = plan.total
+            writer: JsonLines | Republisher | ProjectionApplier
+            if request.output is Output.REPUBLISH:
+                if request.execute:
+                    publisher = EventPublisher(settings, codec)
+                    await publisher.start()
+                writer = Republisher(publisher, request.target_topic)
+            elif request.output is Output.PROJECT:
+                engine = create_engine(settings, pool_size=1)
+                writer = ProjectionApplier(settings, engine, request.execute)
+            else:
+                writer = JsonLines()
+            await _run_plan(reader, plan, request, decoder, writer, summary)
+    finally:
+        if publisher is not None:
+            await publisher.stop()
+        if engine is not None:
+            await engine.dispose()
+        summary.undecodable = decoder.undecodable
+        summary.seconds = time.monotonic() - started
+    return summary
+
+
+async def _run_plan(
+    reader: TopicReader,
+    plan: ReadPlan,
+    request: ReplayRequest,
+    decoder: Decoder,
+    writer: JsonLines | Republisher | ProjectionApplier,
+    summary: Summary,
+) -> None:
+    offer_key = request.offer_id.encode() if request.offer_id else None
+    matched: list[tuple[RawRecord, Event | DeadLetter]] = []
+    progress = ProgressReporter(plan.total, "replay", request.progress)
+    with progress.running():
+        async for record in reader.read(plan):
+            summary.scanned += 1
+            progress.advance()
+            # Every lifecycle message (and every dead letter) is keyed by its offer id, so
+            # the key filters without decoding the rest of the log.
+            if offer_key is not None and record.key != offer_key:
+                continue
+            summary.selected[record.topic] += 1
+            obj = await decoder(record)
+            if obj is None:
+                continue
+            summary.decoded[record.topic] += 1
+            if offer_key is not None:
+                matched.append((record, obj))
+            else:
+                summary.actions[(record.topic, await writer.write(record, obj))] += 1
+    # One offer across topics: merged in event time, the order in which it happened.
+    matched.sort(key=lambda pair: (event_time(pair[1]), pair[0].topic, pair[0].partition, pair[0].offset))
+    for record, obj in matched:
+        summary.actions[(record.topic, await writer.write(record, obj))] += 1
+
+
+@click.command()
+@click.option(
+    "--topic",
+    "topics",
+    multiple=True,
+    metavar="TOPIC",
+    help="Logical topic to read (repeatable), e.g. offer.created or offer.deadletter. Default: every lifecycle topic.",
+)
+@click.option(
+    "--partition", "partitions", type=click.IntRange(min=0), multiple=True, help="Only this partition (repeatable)."
+)
+@click.option("--from-offset", type=click.IntRange(min=0), help="First offset to read, per partition.")
+@click.option("--from-time", type=ISO_TIME, help="Start at the first message at or after this time (naive = UTC).")
+@click.option("--to-offset", type=click.IntRange(min=0), help="Last offset to read (inclusive), per partition.")
+@click.option(
+    "--to-time", type=ISO_TIME, help="Stop after messages at this time (inclusive). Default: the end at start."
+)
+@click.option("--offer-id", help="Only this offer's messages, all topics merged in event-time order.")
+@click.option(
+    "--output",
+    type=click.Choice([o.value for o in Output]),
+    default=Output.JSON.value,
+    show_default=True,
+    help="json: JSON lines on stdout; republish: send to --target-topic; project: apply to the projections.",
+)
+@click.option(
+    "--target-topic", metavar="TOPIC", help="Logical topic to re-publish to (must exist). Default: the source topic."
+)
+@click.option("--execute", is_flag=True, help="Actually write (republish/project). Without it: a dry run.")
+@click.option(
+    "--progress/--no-progress",
+    default=None,
+    help="Force the progress report on or off (default: on a terminal or a long run).",
+)
+def replay(
+    topics: tuple[str, ...],
+    partitions: tuple[int, ...],
+    from_offset: int | None,
+    from_time: datetime | None,
+    to_offset: int | None,
+    to_time: datetime | None,
+    offer_id: str | None,
+    output: str,
+    target_topic: str | None,
+    execute: bool,
+    progress: bool | None,
+) -> None:
+    """Read offer.* topics (or the dead-letter topic) again: print, re-publish or project.
+
+    Reads from an offset, a time, or the beginning, up to an offset, a time, or the end of
+    each partition as it was when the run started. Anything that writes is a dry run
+    unless --execute is given.
+    """
+    known = all_logical_topics()
+    for topic in topics:
+        if topic not in known:
+            raise click.BadParameter(f"unknown topic {topic!r}; known topics: {', '.join(known)}", param_hint="--topic")
+    if target_topic is not None and output != Output.REPUBLISH.value:
+        raise click.BadParameter("only meaningful with --output republish", param_hint="--target-topic")
+    chosen = tuple(dict.fromkeys(topics)) or tuple(cls.TOPIC for cls in LIFECYCLE_EVENTS)
+    if output == Output.PROJECT.value and DEADLETTER_TOPIC in chosen:
+        raise click.BadParameter(
+            f"{DEADLETTER_TOPIC} holds dead letters, not deal events: re-drive them with `spacemusic deadletters redrive`",
+            param_hint="--topic",
+        )
+    try:
+        spec = ReadSpec(
+            topics=chosen,
+            partitions=partitions,
+            from_offset=from_offset,
+            from_time=from_time,
+            to_offset=to_offset,
+            to_time=to_time,
+        )
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from exc
+    if execute and output == Output.JSON.value:
+        console.print("[dim]--execute has no effect with --output json (it writes nothing)[/dim]")
+    request = ReplayRequest(
+        spec=spec,
+        output=Output(output),
+        target_topic=target_topic,
+        offer_id=uuid_option(offer_id, "--offer-id"),
+        execute=execute,
+        progress=progress,
+    )
+    settings = load_settings()
+    logs_to_stderr()
+    try:
+        summary = run(_replay(settings, request))
+    except TopicReadError as exc:
+        raise click.ClickException(str(exc)) from exc
+    except RegistryUnavailable as exc:
+        raise click.ClickException(f"{exc} (gave up after {REGISTRY_ATTEMPTS} attempts; nothing was skipped)") from exc
+    except BrokenPipeError:
+        # `replay | head`: the reader went away, which is not a failure of the replay.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return
+    sys.stdout.flush()
+    summary.print(spec.topics)
+    selected = sum(summary.selected.values())
+    if selected == 0:
+        console.print("nothing matched: the selected range holds no messages" + (" for that offer" if offer_id else ""))
+    elif not summary.decoded:
+        raise click.ClickException(
+            f"none of the {selected} selected message(s) could be decoded (see the reports above)"
+        )

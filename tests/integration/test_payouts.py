@@ -1,0 +1,377 @@
+"""Payout failure modes, crashes and redelivery, against a stateful provider fake.
+
+This module runs its own worker and web PROCESSES (own database and topic namespace) wired
+to `tests.fakes.providers.ProviderFake` for both Stripe and Wise, so a test can make a
+provider decline, fail, or execute and lose its answer, and can SIGKILL the worker while a
+provider call is in flight.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import signal
+import uuid
+from datetime import UTC, datetime
+
+import aiohttp
+import pytest
+from sqlalchemy import func, select
+
+from infra.db import create_engine
+from infra.settings import Settings
+from models.events import PayoutRequested
+from models.payout import payout_id_for
+from projections.accounts import payout_attempts, payouts
+from projections.ledger import check_ledger, ledger_transactions
+from projections.tables import offers
+from tests.conftest import drop_stack_env, prepare_stack_env
+from tests.fakes.providers import ProviderFake
+from tests.kafka_util import read_all
+from tests.money import HOLDER, IBAN, STRIPE_ACCOUNT, accepted_offer, onboard, request_payout, wait_status
+from tests.stack import ARTIFACTS, Process, eventually, free_port
+
+STRIPE_KEY = "sk_test_fake_provider"
+WISE_TOKEN = "wise-test-token-not-real"
+CLIENT_TIMEOUT = 2.0
+
+
+class Http:
+    """A tiny HTTP client with the same call shape as aiohttp's TestClient."""
+
+    def __init__(self, base: str) -> None:
+        self.base = base
+        self.session = aiohttp.ClientSession()
+
+    async def post(self, path: str, **kwargs):  # type: ignore[no-untyped-def]
+        return await self.session.post(self.base + path, **kwargs)
+
+    async def get(self, path: str, **kwargs):  # type: ignore[no-untyped-def]
+        return await self.session.get(self.base + path, **kwargs)
+
+
+class WorkerHandle:
+    def __init__(self, env: dict[str, str]) -> None:
+        self.env = env
+        self.generation = 0
+        self.proc: Process | None = None
+
+    def start(self) -> None:
+        self.generation += 1
+        self.proc = Process(f"payout-worker-{self.generation}", self.env, "worker")
+        self.proc.wait_for_log('"partitions_assigned"', timeout=90)
+
+    def kill(self) -> None:
+        assert self.proc is not None
+        self.proc.stop(sig=signal.SIGKILL)
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            self.proc.stop()
+
+
+@pytest.fixture(scope="module")
+async def fake():
+    provider = ProviderFake(hang_seconds=CLIENT_TIMEOUT * 3, stripe_api_key=STRIPE_KEY, wise_token=WISE_TOKEN)
+    await provider.start()
+    yield provider
+    await provider.stop()
+
+
+@pytest.fixture(scope="module")
+def money_env(fake, run_id):
+    env = prepare_stack_env(
+        f"{run_id}p",
+        STRIPE_API_BASE=fake.stripe_url,
+        STRIPE_API_KEY=STRIPE_KEY,
+        WISE_API_BASE=fake.wise_url,
+        WISE_TOKEN=WISE_TOKEN,
+        WISE_PROFILE_ID="4242",
+        PAYOUT_PROVIDER_TIMEOUT_SECONDS=str(CLIENT_TIMEOUT),
+        METRICS_PORT=str(free_port()),
+        WEB_PORT=str(free_port()),
+    )
+    yield env
+    drop_stack_env(env)
+
+
+@pytest.fixture(scope="module")
+async def money(money_env):
+    worker = await asyncio.to_thread(_started, WorkerHandle(money_env))
+    web = Process("payout-web", money_env, "web")
+    await asyncio.to_thread(web.wait_for_log, '"deal_feed_listening"', 60)
+    client = Http(f"http://127.0.0.1:{money_env['WEB_PORT']}")
+    settings = Settings.from_env(money_env)
+    engine = create_engine(settings)
+    yield {"worker": worker, "client": client, "engine": engine, "settings": settings, "env": money_env}
+    await client.session.close()
+    await engine.dispose()
+    web.stop()
+    worker.stop()
+
+
+def _started(handle: WorkerHandle) -> WorkerHandle:
+    handle.start()
+    return handle
+
+
+@pytest.fixture(autouse=True)
+def reset_fake(fake):
+    fake.reset()
+    yield
+
+
+async def metrics(money) -> str:
+    async with aiohttp.ClientSession() as s:
+        async with s.get(f"http://127.0.0.1:{money['env']['METRICS_PORT']}/metrics") as r:
+            return await r.text()
+
+
+def counter(text: str, name: str, **labels: str) -> float:
+    wanted = ",".join(f'{k}="{v}"' for k, v in sorted(labels.items()))
+    for line in text.splitlines():
+        if line.startswith(name + "{"):
+            got = ",".join(sorted(line[line.index("{") + 1 : line.index("}")].split(",")))
+            if got == wanted:
+                return float(line.rsplit(" ", 1)[1])
+    return 0.0
+
+
+async def payout_row(engine, payout_id: str) -> dict | None:
+    async with engine.connect() as conn:
+        row = (await conn.execute(select(payouts).where(payouts.c.payout_id == payout_id))).mappings().first()
+        return dict(row) if row else None
+
+
+async def deal(engine, offer_id: str) -> dict:
+    async with engine.connect() as conn:
+        return dict((await conn.execute(select(offers).where(offers.c.offer_id == offer_id))).mappings().one())
+
+
+async def ledger_count(engine, offer_id: str) -> int:
+    async with engine.connect() as conn:
+        return int(
+            await conn.scalar(
+                select(func.count()).select_from(ledger_transactions).where(ledger_transactions.c.offer_id == offer_id)
+            )
+        )
+
+
+async def paid_offer_setup(money, **onboard_kwargs) -> tuple[str, str, str]:
+    creator_id, recipient_id = await onboard(money["client"], **onboard_kwargs)
+    offer_id = await accepted_offer(money["client"], money["engine"], creator_id)
+    return creator_id, recipient_id, offer_id
+
+
+async def test_stripe_pays_and_metrics_count_it(money, fake) -> None:
+    before = await metrics(money)
+    _, recipient_id, offer_id = await paid_offer_setup(money)
+    assert (await request_payout(money["client"], offer_id, recipient_id)).status == 202
+    await wait_status(money["engine"], offer_id, "paid")
+    d = await deal(money["engine"], offer_id)
+    assert d["payout_provider"] == "STRIPE" and fake.executed_count(payout_id_for(offer_id)) == 1
+    assert await ledger_count(money["engine"], offer_id) == 1
+    after = await metrics(money)
+    assert (
+        counter(after, "spacemusic_stripe_transfers_total", outcome="succeeded")
+        == counter(before, "spacemusic_stripe_transfers_total", outcome="succeeded") + 1
+    )
+
+
+async def test_stripe_declines_and_wise_pays(money, fake) -> None:
+    before = await metrics(money)
+    fake.set_mode("stripe", "decline")
+    _, recipient_id, offer_id = await paid_offer_setup(money)
+    await request_payout(money["client"], offer_id, recipient_id)
+    await wait_status(money["engine"], offer_id, "paid")
+    d = await deal(money["engine"], offer_id)
+    payout_id = payout_id_for(offer_id)
+    assert d["payout_provider"] == "WISE"
+    assert fake.executed_count(payout_id, "stripe") == 0 and fake.executed_count(payout_id, "wise") == 1
+    assert await ledger_count(money["engine"], offer_id) == 1
+    after = await metrics(money)
+    assert (
+        counter(after, "spacemusic_wise_transfers_total", outcome="succeeded")
+        == counter(before, "spacemusic_wise_transfers_total", outcome="succeeded") + 1
+    )
+    assert counter(after, "spacemusic_stripe_transfers_total", outcome="definite_failure") >= 1
+
+
+async def test_both_providers_fail(money, fake) -> None:
+    fake.set_mode("stripe", "decline")
+    fake.set_mode("wise", "decline", step="transfer")
+    _, recipient_id, offer_id = await paid_offer_setup(money)
+    await request_payout(money["client"], offer_id, recipient_id)
+    await wait_status(money["engine"], offer_id, "payout_failed")
+    d = await deal(money["engine"], offer_id)
+    assert (
+        d["payout_provider"] == "NONE"
+        and "stripe" in d["payout_failure_reason"]
+        and "wise" in d["payout_failure_reason"]
+    )
+    assert fake.executed_count(payout_id_for(offer_id)) == 0
+    assert await ledger_count(money["engine"], offer_id) == 0
+
+
+async def test_stripe_times_out_after_executing_and_no_wise_follows(money, fake) -> None:
+    fake.set_mode("stripe", "execute_then_timeout", times=1)
+    _, recipient_id, offer_id = await paid_offer_setup(money)
+    await request_payout(money["client"], offer_id, recipient_id)
+    await wait_status(money["engine"], offer_id, "paid")
+    payout_id = payout_id_for(offer_id)
+    assert fake.executed_count(payout_id, "stripe") == 1 and fake.executed_count(payout_id, "wise") == 0
+    assert not [r for r in fake.requests if r.provider == "wise"]
+    d = await deal(money["engine"], offer_id)
+    assert d["payout_provider"] == "STRIPE"
+    assert await ledger_count(money["engine"], offer_id) == 1
+    async with money["engine"].connect() as conn:
+        statuses = (
+            await conn.execute(
+                select(payout_attempts.c.operation, payout_attempts.c.status)
+                .where(payout_attempts.c.payout_id == payout_id)
+                .order_by(payout_attempts.c.attempt_id)
+            )
+        ).all()
+    assert [tuple(s) for s in statuses] == [("transfer", "unknown"), ("lookup", "succeeded")]
+
+
+async def test_stripe_5xx_then_lookup_finds_nothing_retries_with_a_fresh_key(money, fake) -> None:
+    fake.set_mode("stripe", "server_error", times=1)
+    _, recipient_id, offer_id = await paid_offer_setup(money)
+    await request_payout(money["client"], offer_id, recipient_id)
+    await wait_status(money["engine"], offer_id, "paid")
+    assert fake.executed_count(payout_id_for(offer_id)) == 1
+    keys = {r.headers.get("Idempotency-Key") for r in fake.requests if r.provider == "stripe" and r.method == "POST"}
+    assert len(keys) == 2  # the stored 500 is replayed for the old key, so the retry needs a new one
+
+
+async def _publish_request(money, offer_id: str, creator_id: str, recipient_id: str, amount: int) -> PayoutRequested:
+    from infra.avro import RegistryCodec, SchemaCatalog, new_registry_client
+    from infra.kafka import EventPublisher
+
+    settings = money["settings"]
+    codec = RegistryCodec(
+        new_registry_client(settings.schema_registry_url),
+        SchemaCatalog.load(settings.schema_dir),
+        settings.topic_namespace,
+    )
+    publisher = EventPublisher(settings, codec)
+    await publisher.start()
+    event = PayoutRequested(
+        event_id=str(uuid.uuid4()),
+        offer_id=offer_id,
+        creator_id=creator_id,
+        occurred_at=datetime.now(UTC),
+        correlation_id="direct",
+        payout_id=payout_id_for(offer_id),
+        recipient_id=recipient_id,
+        amount_minor=amount,
+        currency="EUR",
+        requested_by="test",
+    )
+    try:
+        await publisher.publish(event)
+        await publisher.publish(event)  # delivered twice
+    finally:
+        await publisher.stop()
+    return event
+
+
+async def test_offer_not_found_and_no_median_price_call_no_provider(money, fake) -> None:
+    before = await metrics(money)
+    creator_id, recipient_id = await onboard(money["client"])
+    ghost = str(uuid.uuid4())
+    await _publish_request(money, ghost, creator_id, recipient_id, 1000)
+    resp = await money["client"].post(
+        "/offers",
+        json={
+            "creator_id": creator_id,
+            "currency": "EUR",
+            "royalty_history": [{"period": "2025-01", "amount_minor": 0}],
+        },
+    )
+    unpriced = (await resp.json())["offer_id"]
+    await wait_status(money["engine"], unpriced, "valuation_failed")
+    await _publish_request(money, unpriced, creator_id, recipient_id, 1000)
+
+    async def both_failed() -> bool:
+        rows = [await payout_row(money["engine"], payout_id_for(o)) for o in (ghost, unpriced)]
+        return all(r and r["phase"] == "failed" for r in rows)
+
+    await eventually(both_failed, timeout=30, what="refusals recorded")
+    assert (await payout_row(money["engine"], payout_id_for(ghost)))["failure_reason"] == "offer_not_found"
+    assert (await payout_row(money["engine"], payout_id_for(unpriced)))["failure_reason"] == "no_median_price"
+    await wait_status(money["engine"], unpriced, "payout_failed")
+    assert fake.requests == []
+    after = await metrics(money)
+    for reason in ("offer_not_found", "no_median_price"):
+        assert (
+            counter(after, "spacemusic_app_errors_total", component="payouts", reason=reason)
+            == counter(before, "spacemusic_app_errors_total", component="payouts", reason=reason) + 1
+        )
+    async def outcomes() -> bool:
+        records = await read_all(money["settings"], "offer.payout.completed")
+        return len({r.key for r in records if r.key.decode() in (ghost, unpriced)}) == 2
+
+    await eventually(outcomes, timeout=20, what="an explicit failed outcome for each")
+
+
+async def test_payout_requested_delivered_twice_pays_once(money, fake) -> None:
+    creator_id, recipient_id, offer_id = await paid_offer_setup(money)
+    d = await deal(money["engine"], offer_id)
+    await _publish_request(money, offer_id, creator_id, recipient_id, d["advance_minor"])
+    await wait_status(money["engine"], offer_id, "paid")
+    await asyncio.sleep(2)  # let the second delivery be processed too
+    assert fake.executed_count(payout_id_for(offer_id)) == 1
+    assert await ledger_count(money["engine"], offer_id) == 1
+
+
+@pytest.mark.parametrize("where", ["stripe_in_flight", "wise_in_flight"])
+async def test_worker_killed_mid_payout_resumes_without_paying_twice(money, fake, where) -> None:
+    creator_id, recipient_id, offer_id = await paid_offer_setup(money)
+    payout_id = payout_id_for(offer_id)
+    if where == "stripe_in_flight":
+        fake.set_mode("stripe", "execute_then_timeout", times=1, hang_seconds=30)
+        provider = "stripe"
+    else:
+        fake.set_mode("stripe", "decline", times=1)
+        fake.set_mode("wise", "execute_then_timeout", times=1, hang_seconds=30)
+        provider = "wise"
+    await request_payout(money["client"], offer_id, recipient_id)
+    await eventually(lambda: fake.executed_count(payout_id, provider) == 1, timeout=30, interval=0.02, what="executed")
+    money["worker"].kill()  # the provider moved money; the worker never heard back or committed
+    row = await payout_row(money["engine"], payout_id)
+    assert row["phase"] in ("stripe_pending", "wise_pending"), row["phase"]
+    await asyncio.to_thread(money["worker"].start)
+    await wait_status(money["engine"], offer_id, "paid", timeout=60)
+    assert fake.executed_count(payout_id) == 1
+    assert await ledger_count(money["engine"], offer_id) == 1
+    assert (await deal(money["engine"], offer_id))["payout_provider"] == provider.upper()
+    async with money["engine"].connect() as conn:
+        successes = await conn.scalar(
+            select(func.count())
+            .select_from(payout_attempts)
+            .where(payout_attempts.c.payout_id == payout_id, payout_attempts.c.status == "succeeded")
+        )
+        assert successes == 1
+        assert (await check_ledger(conn)).ok
+
+
+async def test_no_recipient_detail_in_kafka_or_logs(money) -> None:
+    """Runs last in this module: every payout above used the same recipient details."""
+    secrets = [IBAN, HOLDER, STRIPE_ACCOUNT, IBAN[4:], "Lovelace"]
+    settings = money["settings"]
+    from infra.kafka import all_logical_topics
+
+    for topic in all_logical_topics():
+        for record in await read_all(settings, topic):
+            blob = (record.value or b"") + (record.key or b"") + b"".join(v for _, v in record.headers)
+            for secret in secrets:
+                assert secret.encode() not in blob, f"{secret} found in {topic}"
+    logs = list(ARTIFACTS.glob("payout-*.log")) + list(ARTIFACTS.glob("worker*.log"))
+    assert logs
+    for path in logs:
+        text = path.read_text(errors="replace")
+        for secret in secrets:
+            assert secret not in text, f"{secret} found in {path.name}"
+        assert not re.search(r"DE\d{2}\s?\d{4}", text), path.name
