@@ -13,7 +13,8 @@ import click
 from agents.commands.admin import migrate, schemas, topics
 from agents.commands.ledger import ledger
 from agents.commands.services import faust_cli, worker
-from agents.commands.simulate import simulate
+from bootstrap.simulate import simulate
+from web.auth.dev_idp import dev_token
 from web.command import web_command
 
 
@@ -25,7 +26,7 @@ def cli() -> None:
     """
 
 
-for command in (worker, web_command, faust_cli, migrate, schemas, topics, simulate, ledger):
+for command in (worker, web_command, faust_cli, migrate, schemas, topics, simulate, ledger, dev_token):
     cli.add_command(command)
 
 

@@ -18,7 +18,7 @@ from infra.db import create_engine
 from infra.kafka import EventPublisher
 from infra.logging import configure_logging
 from infra.settings import Settings
-from tests.stack import Process, dev_env, run_cli
+from tests.stack import Process, admin_headers, dev_env, run_cli
 
 
 @pytest.fixture(scope="session")
@@ -124,7 +124,7 @@ async def web_client(settings: Settings) -> AsyncIterator[TestClient]:
     """The real aiohttp app, in process, against the real stack."""
     from web.app import create_app
 
-    client = TestClient(TestServer(create_app(settings)))
+    client = TestClient(TestServer(create_app(settings)), headers=admin_headers(settings))
     await client.start_server()
     yield client
     await client.close()

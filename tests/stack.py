@@ -90,3 +90,10 @@ async def eventually(check: Callable[[], object], timeout: float = 30, interval:
             return last
         await asyncio.sleep(interval)
     raise AssertionError(f"timed out after {timeout}s waiting for {what or check}; last={last!r}")
+
+
+def admin_headers(settings: object) -> dict[str, str]:
+    """A dev-IdP admin token: the test session acts as an operator unless it says otherwise."""
+    from web.auth import ADMIN, mint_token
+
+    return {"Authorization": f"Bearer {mint_token(settings, 'test|admin', [ADMIN])}"}  # type: ignore[arg-type]

@@ -11,6 +11,7 @@ from aiohttp import web
 from infra.logging import get_logger
 from models.iban import is_valid_iban, mask_account, mask_iban, mask_name, normalize_iban
 from projections.creators import get_creator, insert_creator, insert_recipient, list_recipients
+from web.auth.permissions import visible_to
 from web.errors import ValidationFailed
 from web.keys import ENGINE, VAULT
 from web.offers import read_json
@@ -24,6 +25,9 @@ def _creator_id(request: web.Request) -> str:
     creator_id = parse_uuid(request.match_info["creator_id"], "creator_id", problems)
     if problems or creator_id is None:
         raise ValidationFailed(problems)
+    if not visible_to(request, creator_id):
+        # A creator-scoped caller sees only itself; others do not exist as far as it knows.
+        raise web.HTTPNotFound(text=f"no creator {creator_id}")
     return creator_id
 
 

@@ -8,7 +8,7 @@ from aiohttp import web
 
 from models.deal import DealStatus
 from projections.queries import deal_history, get_deal, list_deals
-from web.auth.permissions import CREATOR_SCOPE
+from web.auth.permissions import CREATOR_SCOPE, visible_to
 from web.errors import ValidationFailed
 from web.keys import ENGINE
 
@@ -27,7 +27,7 @@ async def get_offer(request: web.Request) -> web.Response:
     offer_id = _offer_id(request)
     async with request.app[ENGINE].connect() as conn:
         deal = await get_deal(conn, offer_id)
-    if deal is None:
+    if deal is None or not visible_to(request, deal["creator_id"]):
         return web.json_response({"error": "not_found", "message": f"no offer {offer_id}"}, status=404)
     return web.json_response(deal)
 
@@ -36,7 +36,7 @@ async def get_offer_history(request: web.Request) -> web.Response:
     offer_id = _offer_id(request)
     async with request.app[ENGINE].connect() as conn:
         deal = await get_deal(conn, offer_id)
-        if deal is None:
+        if deal is None or not visible_to(request, deal["creator_id"]):
             return web.json_response({"error": "not_found", "message": f"no offer {offer_id}"}, status=404)
         history = await deal_history(conn, offer_id)
     return web.json_response({"offer_id": offer_id, "events": history})

@@ -9,6 +9,7 @@ from aiohttp import web
 
 from infra.documents import DocumentNotFound
 from projections.queries import get_deal
+from web.auth.permissions import visible_to
 from web.deals import _offer_id
 from web.errors import json_error
 from web.keys import DOCUMENTS, ENGINE
@@ -24,7 +25,7 @@ async def get_document(request: web.Request) -> web.StreamResponse:
         return json_error(404, "not_found", "documents are 'termsheet' or 'receipt'")
     async with request.app[ENGINE].connect() as conn:
         deal = await get_deal(conn, offer_id)
-    if deal is None:
+    if deal is None or not visible_to(request, deal["creator_id"]):
         return json_error(404, "not_found", f"no offer {offer_id}")
     key_field, hash_field = KINDS[kind]
     key = deal[key_field]

@@ -19,6 +19,7 @@ from models.payout import payout_id_for
 from projections.creators import get_recipient
 from projections.idempotency import lock_key, request_fingerprint, store_response, stored_response
 from projections.queries import get_deal
+from web.auth.permissions import PRINCIPAL, visible_to
 from web.deals import _offer_id
 from web.errors import ValidationFailed, json_error
 from web.keys import ENGINE, PUBLISHER
@@ -32,8 +33,8 @@ _ACCEPT_NS = uuid.UUID("0d9f3a52-5f0b-5b8e-8d3c-7a4f1a2b9c10")
 
 
 def _principal_subject(request: web.Request) -> str:
-    principal = request.get("principal")
-    return getattr(principal, "subject", None) or "anonymous"
+    principal = request.get(PRINCIPAL)
+    return principal.subject if principal is not None else "anonymous"
 
 
 def _correlation(request: web.Request) -> str:
@@ -44,7 +45,7 @@ async def accept_offer(request: web.Request) -> web.Response:
     offer_id = _offer_id(request)
     async with request.app[ENGINE].connect() as conn:
         deal = await get_deal(conn, offer_id)
-    if deal is None:
+    if deal is None or not visible_to(request, deal["creator_id"]):
         return json_error(404, "not_found", f"no offer {offer_id}")
     if deal["accepted_at"] is not None:
         return web.json_response({"offer_id": offer_id, "status": "accepted", "already": True})
@@ -104,7 +105,7 @@ async def _decide_payout(
     request: web.Request, conn: Any, offer_id: str, recipient_id: str
 ) -> tuple[int, dict[str, Any]]:
     deal = await get_deal(conn, offer_id)
-    if deal is None:
+    if deal is None or not visible_to(request, deal["creator_id"]):
         return 404, {"error": "not_found", "message": f"no offer {offer_id}"}
     if deal["status"] != DealStatus.ACCEPTED.value:
         return 409, {

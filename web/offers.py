@@ -12,6 +12,7 @@ from infra.avro import RegistryUnavailable
 from infra.logging import get_logger
 from models.events import OfferCreated
 from projections.creators import creator_exists
+from web.auth.permissions import visible_to
 from web.errors import ValidationFailed, json_error
 from web.keys import ENGINE, PUBLISHER
 from web.middleware import REQUEST_ID
@@ -37,6 +38,8 @@ async def read_json(request: web.Request) -> object:
 
 async def create_offer(request: web.Request) -> web.Response:
     offer = parse_offer_request(await read_json(request))
+    if not visible_to(request, offer.creator_id):
+        raise ValidationFailed([{"field": "creator_id", "problem": "a creator may only ask for offers of its own"}])
     async with request.app[ENGINE].connect() as conn:
         if not await creator_exists(conn, offer.creator_id):
             raise ValidationFailed(

@@ -29,7 +29,7 @@ from tests.conftest import drop_stack_env, prepare_stack_env
 from tests.fakes.providers import ProviderFake
 from tests.kafka_util import read_all
 from tests.money import HOLDER, IBAN, STRIPE_ACCOUNT, accepted_offer, onboard, request_payout, wait_status
-from tests.stack import ARTIFACTS, Process, eventually, free_port
+from tests.stack import ARTIFACTS, Process, admin_headers, eventually, free_port
 
 STRIPE_KEY = "sk_test_fake_provider"
 WISE_TOKEN = "wise-test-token-not-real"
@@ -39,9 +39,9 @@ CLIENT_TIMEOUT = 2.0
 class Http:
     """A tiny HTTP client with the same call shape as aiohttp's TestClient."""
 
-    def __init__(self, base: str) -> None:
+    def __init__(self, base: str, headers: dict[str, str]) -> None:
         self.base = base
-        self.session = aiohttp.ClientSession()
+        self.session = aiohttp.ClientSession(headers=headers)
 
     async def post(self, path: str, **kwargs):  # type: ignore[no-untyped-def]
         return await self.session.post(self.base + path, **kwargs)
@@ -100,8 +100,8 @@ async def money(money_env):
     worker = await asyncio.to_thread(_started, WorkerHandle(money_env))
     web = Process("payout-web", money_env, "web")
     await asyncio.to_thread(web.wait_for_log, '"deal_feed_listening"', 60)
-    client = Http(f"http://127.0.0.1:{money_env['WEB_PORT']}")
     settings = Settings.from_env(money_env)
+    client = Http(f"http://127.0.0.1:{money_env['WEB_PORT']}", admin_headers(settings))
     engine = create_engine(settings)
     yield {"worker": worker, "client": client, "engine": engine, "settings": settings, "env": money_env}
     await client.session.close()

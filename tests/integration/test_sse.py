@@ -10,7 +10,7 @@ from sqlalchemy import select
 from projections.tables import deal_changes
 from tests.integration.test_pipeline import post_offer
 from tests.sse import SseStream
-from tests.stack import Process, free_port
+from tests.stack import Process, admin_headers, free_port
 
 
 async def changes_since(engine, seq: int) -> list[int]:
@@ -79,13 +79,13 @@ async def test_heartbeats_keep_an_idle_stream_alive(web_client) -> None:
                     break
 
 
-async def test_two_web_processes_both_stream_an_update_written_once(stack_env, worker) -> None:
+async def test_two_web_processes_both_stream_an_update_written_once(stack_env, settings, worker) -> None:
     ports = [free_port(), free_port()]
     procs = [Process(f"web-{i}", {**stack_env, "WEB_PORT": str(port)}, "web") for i, port in enumerate(ports)]
     try:
         for proc in procs:
             proc.wait_for_log('"deal_feed_listening"', timeout=60)
-        async with aiohttp.ClientSession() as session:
+        async with aiohttp.ClientSession(headers=admin_headers(settings)) as session:
             streams = []
             responses = [await session.get(f"http://127.0.0.1:{port}/offers/events/deals") for port in ports]
             for resp in responses:

@@ -10,7 +10,8 @@ import click
 import httpx
 from rich.console import Console
 
-from agents.commands.common import run
+from infra.cli import load_settings, run
+from web.auth import ADMIN, mint_token
 
 console = Console(stderr=True)
 
@@ -72,15 +73,27 @@ async def ensure_creators(client: httpx.AsyncClient, pool: list[str], rng: rando
 @click.option("--count", default=0, show_default=True, help="Stop after this many offers (0: run until Ctrl-C).")
 @click.option("--creators", default=25, show_default=True, help="Size of the simulated creator pool.")
 @click.option("--seed", default=None, type=int, help="Random seed for a reproducible run.")
-def simulate(url: str, rate: float, count: int, creators: int, seed: int | None) -> None:
+@click.option(
+    "--token",
+    envvar="SPACEMUSIC_TOKEN",
+    default=None,
+    help="Bearer token (default in dev: one minted by the dev identity provider).",
+)
+def simulate(url: str, rate: float, count: int, creators: int, seed: int | None, token: str | None) -> None:
     """Post realistic offers to POST /offers so deals move on the SSE stream."""
+    if token is None:
+        settings = load_settings()
+        if not settings.is_dev:
+            raise click.ClickException("give --token (or SPACEMUSIC_TOKEN): only dev can mint its own")
+        token = mint_token(settings, "dev|simulator", [ADMIN])
+    headers = {"Authorization": f"Bearer {token}"}
     rng = random.Random(seed)
     pool = [str(uuid.UUID(int=rng.getrandbits(128), version=4)) for _ in range(creators)]
     currencies = ["EUR", "EUR", "USD", "GBP"]
 
     async def go() -> None:
         sent = 0
-        async with httpx.AsyncClient(base_url=url, timeout=10) as client:
+        async with httpx.AsyncClient(base_url=url, timeout=10, headers=headers) as client:
             await ensure_creators(client, pool, rng)
             while count == 0 or sent < count:
                 body = {
