@@ -93,7 +93,18 @@ class SpaceMusicApp(faust.App):
         await super().on_stop()
 
 
-def create_app(settings: Settings, **overrides: Any) -> SpaceMusicApp:
+# Which agents a worker process runs. Splitting them keeps CPU-heavy PDF rendering and
+# slow provider calls from delaying valuation and the deal stream; each role is its own
+# consumer group, so run either "all" or the separate roles, not both.
+ROLES: dict[str, tuple[str, ...]] = {
+    "all": ("valuation", "projector", "payouts", "documents"),
+    "pipeline": ("valuation", "projector"),
+    "payouts": ("payouts",),
+    "documents": ("documents",),
+}
+
+
+def create_app(settings: Settings, role: str = "all", **overrides: Any) -> SpaceMusicApp:
     options: dict[str, Any] = {
         "broker": f"kafka://{settings.kafka_bootstrap_servers}",
         "value_serializer": "raw",
@@ -113,7 +124,9 @@ def create_app(settings: Settings, **overrides: Any) -> SpaceMusicApp:
         "datadir": "/tmp/spacemusic-faust",
     }
     options.update(overrides)
-    app = SpaceMusicApp(settings.consumer_group("workers"), **options)
+    if role not in ROLES:
+        raise ValueError(f"unknown worker role {role!r}; one of {', '.join(ROLES)}")
+    app = SpaceMusicApp(settings.consumer_group("workers" if role == "all" else f"workers-{role}"), **options)
     app.settings = settings
 
     @app.on_partitions_assigned.connect
@@ -123,6 +136,7 @@ def create_app(settings: Settings, **overrides: Any) -> SpaceMusicApp:
 
     from agents import documents, payouts, projector, valuation  # registration needs the app
 
-    for module in (valuation, projector, payouts, documents):
-        module.register(app)
+    modules = {"valuation": valuation, "projector": projector, "payouts": payouts, "documents": documents}
+    for name in ROLES[role]:
+        modules[name].register(app)
     return app

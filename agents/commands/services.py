@@ -8,7 +8,7 @@ import click
 import faust
 from prometheus_client import start_http_server
 
-from agents.app import create_app
+from agents.app import ROLES, create_app
 from infra.cli import load_settings, run
 from infra.logging import get_logger
 from infra.readiness import wait_for_dependencies
@@ -18,7 +18,14 @@ log = get_logger(__name__)
 
 @click.command()
 @click.option("--loglevel", default="info", show_default=True, help="Faust worker log level.")
-def worker(loglevel: str) -> None:
+@click.option(
+    "--role",
+    type=click.Choice(sorted(ROLES)),
+    default="all",
+    show_default=True,
+    help="Which agents to run: pipeline (valuation, projector), payouts, documents, or all of them.",
+)
+def worker(loglevel: str, role: str) -> None:
     """Run the Faust stream processors (valuation, projector, ...).
 
     Waits for Postgres, Kafka (and the offer.* topics) and the schema registry first,
@@ -26,13 +33,13 @@ def worker(loglevel: str) -> None:
     dependencies simply starts working once they are up.
     """
     settings = load_settings()
-    log.info("worker_starting", **settings.safe_summary())
+    log.info("worker_starting", role=role, **settings.safe_summary())
     run(wait_for_dependencies(settings))
     if settings.metrics_port:
         # The worker has no web server of its own; Prometheus scrapes this one.
         start_http_server(settings.metrics_port, addr=settings.metrics_host)
         log.info("metrics_listening", host=settings.metrics_host, port=settings.metrics_port)
-    app = create_app(settings)
+    app = create_app(settings, role)
     asyncio.set_event_loop(asyncio.new_event_loop())
     faust.Worker(app, loglevel=loglevel, quiet=True, override_logging=False).execute_from_commandline()
 
