@@ -11,7 +11,10 @@ from __future__ import annotations
 import click
 
 from agents.commands.admin import migrate, schemas, topics
+from agents.commands.deadletters import deadletters
+from agents.commands.deal import deal
 from agents.commands.ledger import ledger
+from agents.commands.replay import replay
 from agents.commands.services import faust_cli, worker
 from bootstrap.simulate import simulate
 from web.auth.dev_idp import dev_token
@@ -26,7 +29,20 @@ def cli() -> None:
     """
 
 
-for command in (worker, web_command, faust_cli, migrate, schemas, topics, simulate, ledger, dev_token):
+for command in (
+    worker,
+    web_command,
+    faust_cli,
+    migrate,
+    schemas,
+    topics,
+    simulate,
+    ledger,
+    dev_token,
+    replay,
+    deadletters,
+    deal,
+):
     cli.add_command(command)
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import sys
 from collections.abc import Coroutine
 from typing import Any, TypeVar
 
@@ -14,12 +15,13 @@ from infra.settings import Settings, SettingsError
 T = TypeVar("T")
 
 
-def load_settings() -> Settings:
+def load_settings(*, logs_to_stderr: bool = False) -> Settings:
+    """Settings from the environment (a missing one is a clean CLI error), logging set up."""
     try:
         settings = Settings.from_env()
     except SettingsError as exc:
         raise click.ClickException(str(exc)) from exc
-    configure_logging(settings.log_level)
+    configure_logging(settings.log_level, sys.stderr if logs_to_stderr else None)
     return settings
 
 

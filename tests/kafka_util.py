@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.structs import ConsumerRecord
 
@@ -31,10 +33,10 @@ async def read_all(settings: Settings, logical_topic: str) -> list[ConsumerRecor
         await consumer.seek_to_beginning(*partitions)
         records: list[ConsumerRecord] = []
         remaining = {tp for tp, end in ends.items() if end > 0}
-        while remaining:
-            batch = await consumer.getmany(*remaining, timeout_ms=2000)
-            if not batch:
-                break
+        deadline = asyncio.get_running_loop().time() + 30
+        while remaining and asyncio.get_running_loop().time() < deadline:
+            # An empty poll is not the end: keep going until every partition reached its end.
+            batch = await consumer.getmany(*remaining, timeout_ms=1000)
             for tp, messages in batch.items():
                 records.extend(messages)
                 if messages and messages[-1].offset + 1 >= ends[tp]:

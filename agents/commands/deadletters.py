@@ -17,6 +17,7 @@ processed before is a no-op for it.
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -31,7 +32,6 @@ from agents.commands.replay import (
     ProgressReporter,
     emit,
     json_value,
-    logs_to_stderr,
     new_codec,
     uuid_option,
 )
@@ -67,7 +67,8 @@ class Redrive:
 
 @dataclass(frozen=True)
 class Parked:
-    letters: tuple[DeadLetter, ...]  # unique by id, in failure order
+    letters: tuple[DeadLetter, ...]  # all of them, unique by id, in failure order
+    scope: list[DeadLetter]  # the ones asked about: re-drive status is looked up for these
     by_letter: dict[str, Redrive]
     by_original: dict[str, Redrive]
 
@@ -75,7 +76,10 @@ class Parked:
         return self.by_letter.get(letter.dead_letter_id) or self.by_original.get(original_position(letter))
 
 
-async def _load(settings: Settings, codec: RegistryCodec, progress: bool | None) -> Parked:
+Scope = Callable[[tuple[DeadLetter, ...]], list[DeadLetter]]
+
+
+async def _load(settings: Settings, codec: RegistryCodec, progress: bool | None, scope: Scope) -> Parked:
     decoder = Decoder(codec)
     letters: dict[str, DeadLetter] = {}
     async with TopicReader(settings) as reader:
@@ -90,12 +94,15 @@ async def _load(settings: Settings, codec: RegistryCodec, progress: bool | None)
                 if isinstance(letter, DeadLetter):
                     letters.setdefault(letter.dead_letter_id, letter)
         ordered = tuple(sorted(letters.values(), key=lambda dl: (dl.failed_at, dl.dead_letter_id)))
-        by_letter, by_original = await _find_redrives(settings, reader, ordered, progress)
-    return Parked(ordered, by_letter, by_original)
+        # Only the letters asked about: the original topics are read from their earliest
+        # failure on, and an old letter nobody asked about must not widen that scan.
+        scoped = scope(ordered)
+        by_letter, by_original = await _find_redrives(reader, scoped, progress)
+    return Parked(ordered, scoped, by_letter, by_original)
 
 
 async def _find_redrives(
-    settings: Settings, reader: TopicReader, letters: tuple[DeadLetter, ...], progress: bool | None
+    reader: TopicReader, letters: list[DeadLetter], progress: bool | None
 ) -> tuple[dict[str, Redrive], dict[str, Redrive]]:
     earliest: dict[str, datetime] = {}
     for letter in letters:
@@ -187,13 +194,15 @@ def deadletters_list(
     progress: bool | None,
 ) -> None:
     """Show what is parked, why, and whether it was re-driven."""
-    settings = load_settings()
-    logs_to_stderr()
-    parked = _run_load(settings, progress)
-    letters = _filtered(parked.letters, consumer, topic, since)
+    settings = load_settings(logs_to_stderr=True)
+    parked = _run_load(settings, progress, lambda all_letters: _filtered(all_letters, consumer, topic, since))
+    letters = parked.scope
     if pending:
         letters = [dl for dl in letters if parked.redrive_of(dl) is None]
     shown = letters[-limit:]
+    if not as_json and not shown:
+        console.print(f"no dead letters match ({len(parked.letters)} parked in total)", soft_wrap=True)
+        return
     if as_json:
         for letter in shown:
             emit(_letter_json(letter, parked.redrive_of(letter)))
@@ -223,9 +232,9 @@ def deadletters_list(
     out.print(totals)
 
 
-def _run_load(settings: Settings, progress: bool | None) -> Parked:
+def _run_load(settings: Settings, progress: bool | None, scope: Scope) -> Parked:
     try:
-        return run(_load(settings, new_codec(settings), progress))
+        return run(_load(settings, new_codec(settings), progress, scope))
     except TopicReadError as exc:
         raise click.ClickException(str(exc)) from exc
     except RegistryUnavailable as exc:
@@ -235,7 +244,7 @@ def _run_load(settings: Settings, progress: bool | None) -> Parked:
 @dataclass(frozen=True)
 class Decision:
     letter: DeadLetter
-    action: str  # redrive | would_redrive | skip
+    action: str  # redriven | would_redrive | skip | failed
     reason: str
 
 
@@ -264,15 +273,18 @@ async def _redrive(
     progress: bool | None,
 ) -> list[Decision]:
     codec = new_codec(settings)
-    parked = await _load(settings, codec, progress)
-    if select_all:
-        chosen = _filtered(parked.letters, *filters)
-    else:
-        by_id = {dl.dead_letter_id: dl for dl in parked.letters}
+
+    def scope(letters: tuple[DeadLetter, ...]) -> list[DeadLetter]:
+        if select_all:
+            return _filtered(letters, *filters)
+        by_id = {dl.dead_letter_id: dl for dl in letters}
         unknown = [i for i in ids if i not in by_id]
         if unknown:
             raise click.ClickException(f"no dead letter with id {', '.join(unknown)} (nothing was re-driven)")
-        chosen = sorted((by_id[i] for i in dict.fromkeys(ids)), key=lambda dl: (dl.failed_at, dl.dead_letter_id))
+        return sorted((by_id[i] for i in dict.fromkeys(ids)), key=lambda dl: (dl.failed_at, dl.dead_letter_id))
+
+    parked = await _load(settings, codec, progress, scope)
+    chosen = parked.scope
     decisions: list[Decision] = []
     publisher: EventPublisher | None = None
     sent: dict[str, str] = {}  # original position -> letter id, re-driven in this run
@@ -306,7 +318,11 @@ async def _redrive(
                 (REDRIVEN_FROM, letter.dead_letter_id.encode()),
                 (REDRIVEN_ORIGINAL, position.encode()),
             ]
-            await publisher.send_raw(letter.original_topic, letter.original_key, letter.original_value, headers)
+            try:
+                await publisher.send_raw(letter.original_topic, letter.original_key, letter.original_value, headers)
+            except Exception as exc:  # the broker said no: report what was done, re-drive the rest later
+                decisions.append(Decision(letter, "failed", f"{type(exc).__name__}: {exc}"))
+                break
             sent[position] = letter.dead_letter_id
             decisions.append(Decision(letter, "redriven", f"to {letter.original_topic}{note}"))
     finally:
@@ -346,8 +362,7 @@ def deadletters_redrive(
     if ids and (consumer or topic or since):
         raise click.UsageError("--consumer/--topic/--since filter --all; with --id the ids are the selection")
     ids = tuple(uuid_option(i, "--id") or i for i in ids)
-    settings = load_settings()
-    logs_to_stderr()
+    settings = load_settings(logs_to_stderr=True)
     try:
         decisions = run(_redrive(settings, ids, select_all, (consumer, topic, since), execute, force, progress))
     except TopicReadError as exc:
@@ -378,3 +393,5 @@ def deadletters_redrive(
     )
     if not decisions:
         console.print("nothing selected", soft_wrap=True)
+    if any(d.action == "failed" for d in decisions):
+        raise click.ClickException("a re-drive failed; the ones before it were published, re-run to re-drive the rest")

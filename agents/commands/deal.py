@@ -29,7 +29,6 @@ from agents.commands.replay import (
     ProgressReporter,
     emit,
     json_value,
-    logs_to_stderr,
     new_codec,
     uuid_option,
 )
@@ -207,8 +206,7 @@ def _ordered(events: list[Located]) -> list[Located]:
 def deal(offer_id: str, as_of: datetime | None, source: str, as_json: bool, progress: bool | None) -> None:
     """Print a deal's state (now, or as of a time), folded from its events."""
     offer_id = uuid_option(offer_id, "OFFER_ID") or offer_id
-    settings = load_settings()
-    logs_to_stderr()
+    settings = load_settings(logs_to_stderr=True)
     try:
         if source == "db":
             events = run(events_from_db(settings, offer_id))

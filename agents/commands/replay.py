@@ -17,7 +17,6 @@ import asyncio
 import base64
 import enum
 import json
-import logging
 import os
 import sys
 import time
@@ -90,13 +89,6 @@ def uuid_option(value: str | None, name: str) -> str | None:
         return str(uuid.UUID(value))
     except ValueError as exc:
         raise click.BadParameter(f"{value!r} is not a UUID", param_hint=name) from exc
-
-
-def logs_to_stderr() -> None:
-    """Stdout is data here (JSON lines); the shared logging setup writes to stdout."""
-    for handler in logging.getLogger().handlers:
-        if isinstance(handler, logging.StreamHandler) and handler.stream in (sys.stdout, sys.__stdout__):
-            handler.setStream(sys.stderr)
 
 
 def new_codec(settings: Settings) -> RegistryCodec:
@@ -195,6 +187,8 @@ class ProgressReporter:
                 TimeRemainingColumn(),
                 console=console,
                 transient=True,
+                # Stdout is the data stream: rich must not route it through the live display.
+                redirect_stdout=False,
             )
             self._task = self._bar.add_task(label, total=total)
         self._done = 0
@@ -242,21 +236,22 @@ class Republisher:
     async def write(self, record: RawRecord, obj: Event | DeadLetter) -> str:
         target = self._target or record.topic
         headers = [*record.headers, (REPLAY_HEADER, record.position.encode())]
-        if self._publisher is None:
-            emit(
-                {
-                    "action": "would_publish",
-                    "target_topic": target,
-                    "source": record.position,
-                    "key": json_value(record.key),
-                    "headers": [[k, json_value(v)] for k, v in headers],
-                    "event_type": obj.TOPIC,
-                    "event_id": obj.dead_letter_id if isinstance(obj, DeadLetter) else obj.event_id,
-                }
-            )
-            return "would_publish"
-        await self._publisher.send_raw(target, record.key, record.value, headers)
-        return "published"
+        action = "would_publish"
+        if self._publisher is not None:
+            await self._publisher.send_raw(target, record.key, record.value, headers)
+            action = "published"
+        emit(
+            {
+                "action": action,
+                "target_topic": target,
+                "source": record.position,
+                "key": json_value(record.key),
+                "headers": [[k, json_value(v)] for k, v in headers],
+                "event_type": obj.TOPIC,
+                "event_id": obj.dead_letter_id if isinstance(obj, DeadLetter) else obj.event_id,
+            }
+        )
+        return action
 
 
 class ProjectionApplier:
@@ -272,28 +267,28 @@ class ProjectionApplier:
     async def write(self, record: RawRecord, obj: Event | DeadLetter) -> str:
         assert isinstance(obj, Event), "dead letters are rejected before the run starts"
         position = Position(self._settings.topic(record.topic), record.partition, record.offset)
-        if not self._execute:
+        if self._execute:
+            # One short transaction per event: the write lock also serialises the live
+            # projector, which must not stall behind a long replay.
+            async with self._engine.begin() as conn:
+                await take_write_lock(conn)
+                action = (await apply_to_deal(conn, obj, position)).value
+        else:
             async with self._engine.connect() as conn:
                 present = await conn.scalar(
                     select(deal_events.c.event_id).where(deal_events.c.event_id == obj.event_id)
                 )
             action = "already_applied" if present else "would_apply"
-            emit(
-                {
-                    "action": action,
-                    "source": record.position,
-                    "event_type": obj.TOPIC,
-                    "event_id": obj.event_id,
-                    "offer_id": obj.offer_id,
-                }
-            )
-            return action
-        # One short transaction per event: the write lock also serialises the live
-        # projector, which must not stall behind a long replay.
-        async with self._engine.begin() as conn:
-            await take_write_lock(conn)
-            outcome = await apply_to_deal(conn, obj, position)
-        return outcome.value
+        emit(
+            {
+                "action": action,
+                "source": record.position,
+                "event_type": obj.TOPIC,
+                "event_id": obj.event_id,
+                "offer_id": obj.offer_id,
+            }
+        )
+        return action
 
 
 # ---------------------------------------------------------------- the run
@@ -335,6 +330,14 @@ class Summary:
             console.print(
                 "[yellow]DRY RUN: nothing was written; re-run with --execute to write[/yellow]", soft_wrap=True
             )
+
+
+class WriteFailed(RuntimeError):
+    """Writing one record failed: the run stops there, with what it did so far."""
+
+    def __init__(self, position: str, cause: Exception, summary: Summary) -> None:
+        super().__init__(f"writing {position} failed: {type(cause).__name__}: {cause}")
+        self.summary = summary
 
 
 @dataclass(frozen=True)
@@ -409,11 +412,23 @@ async def _run_plan(
             if offer_key is not None:
                 matched.append((record, obj))
             else:
-                summary.actions[(record.topic, await writer.write(record, obj))] += 1
+                await _write(writer, record, obj, summary)
     # One offer across topics: merged in event time, the order in which it happened.
     matched.sort(key=lambda pair: (event_time(pair[1]), pair[0].topic, pair[0].partition, pair[0].offset))
     for record, obj in matched:
-        summary.actions[(record.topic, await writer.write(record, obj))] += 1
+        await _write(writer, record, obj, summary)
+
+
+async def _write(
+    writer: JsonLines | Republisher | ProjectionApplier, record: RawRecord, obj: Event | DeadLetter, summary: Summary
+) -> None:
+    try:
+        action = await writer.write(record, obj)
+    except BrokenPipeError:
+        raise
+    except Exception as exc:  # broker or database trouble: stop in order rather than skip ahead
+        raise WriteFailed(record.position, exc, summary) from exc
+    summary.actions[(record.topic, action)] += 1
 
 
 @click.command()
@@ -502,14 +517,20 @@ def replay(
         execute=execute,
         progress=progress,
     )
-    settings = load_settings()
-    logs_to_stderr()
+    settings = load_settings(logs_to_stderr=True)
     try:
         summary = run(_replay(settings, request))
     except TopicReadError as exc:
         raise click.ClickException(str(exc)) from exc
     except RegistryUnavailable as exc:
         raise click.ClickException(f"{exc} (gave up after {REGISTRY_ATTEMPTS} attempts; nothing was skipped)") from exc
+    except WriteFailed as exc:
+        sys.stdout.flush()
+        exc.summary.print(spec.topics)
+        raise click.ClickException(
+            f"{exc}; every record before it was written (one JSON line each on stdout). Re-running the same "
+            "replay is safe: consumers and the projections drop events they already have."
+        ) from exc
     except BrokenPipeError:
         # `replay | head`: the reader went away, which is not a failure of the replay.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())

@@ -311,6 +311,7 @@ async def test_no_token_iban_bic_or_holder_name_in_logs(
 ) -> None:
     secrets = (TOKEN, IBAN, HOLDER, BIC)
     caplog.set_level(logging.DEBUG)
+    caplog.set_level(logging.DEBUG, logger="httpx")  # the app's logging setup quiets httpx
     with capture_logs() as events:
         await wise.transfer(request())
         api.routes["recipient"].respond(422, json={"errors": [{"code": "NOT_VALID", "message": f"bad {IBAN}"}]})
