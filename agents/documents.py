@@ -19,14 +19,14 @@ from models.events import (
     TermsheetGenerated,
     ValuationOutcome,
 )
-from projections.creators import get_recipient
+from projections.creators import get_creator, get_recipient
 from projections.payout_store import get_payout
 
 log = get_logger(__name__)
 TERMSHEET_VALIDITY = timedelta(days=30)
 
 
-def termsheet_data(valued: OfferValuated) -> TermsheetData:
+def termsheet_data(valued: OfferValuated, creator_name: str | None = None) -> TermsheetData:
     assert valued.median_minor is not None and valued.low_minor is not None and valued.high_minor is not None
     return TermsheetData(
         offer_id=valued.offer_id,
@@ -40,6 +40,7 @@ def termsheet_data(valued: OfferValuated) -> TermsheetData:
         model_version=valued.model_version,
         issued_at=valued.occurred_at,
         valid_until=valued.occurred_at + TERMSHEET_VALIDITY,
+        creator_name=creator_name,
     )
 
 
@@ -62,7 +63,10 @@ def register(app) -> None:  # type: ignore[no-untyped-def]
             assert isinstance(event, OfferValuated)
             if event.outcome is not ValuationOutcome.VALUED:
                 return
-            stored = await produce_termsheet(app.resources.documents, termsheet_data(event))
+            async with app.resources.engine.connect() as conn:
+                creator = await get_creator(conn, event.creator_id)
+            name = creator["display_name"] if creator else None
+            stored = await produce_termsheet(app.resources.documents, termsheet_data(event, name))
             await app.resources.publisher.publish(
                 TermsheetGenerated(
                     event_id=derived_event_id(event.event_id, TermsheetGenerated.TOPIC),
@@ -94,6 +98,7 @@ def register(app) -> None:  # type: ignore[no-untyped-def]
             async with app.resources.engine.connect() as conn:
                 payout = await get_payout(conn, event.payout_id)
                 recipient = await get_recipient(conn, payout["recipient_id"]) if payout else None
+                creator = await get_creator(conn, event.creator_id)
             label = recipient_label(recipient["masked"] if recipient else {}, event.provider.value)
             data = ReceiptData(
                 offer_id=event.offer_id,
@@ -105,6 +110,7 @@ def register(app) -> None:  # type: ignore[no-untyped-def]
                 provider_reference=event.provider_reference or "n/a",
                 paid_at=event.occurred_at,
                 recipient_label=label,
+                creator_name=creator["display_name"] if creator else None,
             )
             stored = await produce_receipt(app.resources.documents, data)
             await app.resources.publisher.publish(

@@ -67,6 +67,8 @@ class TermsheetData:
     # The pricing multiple, shown in the one-sentence explanation of the range. Defaults to
     # the pricing model's so callers that price with default params need not pass it.
     multiple_months: int = PricingParams().multiple_months
+    # The creator's display name as registered; the id is printed beside it.
+    creator_name: str | None = None
 
     def __post_init__(self) -> None:
         _check_key_segment("offer_id", self.offer_id)
@@ -101,6 +103,7 @@ class ReceiptData:
     # Already masked upstream (e.g. "IBAN •••• 3000"): full payout details never reach a
     # document, because a PDF is copied, mailed and kept far beyond our control.
     recipient_label: str
+    creator_name: str | None = None
 
     def __post_init__(self) -> None:
         _check_key_segment("offer_id", self.offer_id)

@@ -79,6 +79,7 @@ def termsheet_context(data: TermsheetData) -> dict[str, Any]:
     return {
         "offer_id": data.offer_id,
         "creator_id": data.creator_id,
+        "creator_name": data.creator_name,
         "creator_is_id": _looks_like_an_id(data.creator_id),
         "currency": data.currency,
         "advance": money(data.advance_minor),
@@ -100,6 +101,7 @@ def receipt_context(data: ReceiptData) -> dict[str, Any]:
     return {
         "offer_id": data.offer_id,
         "creator_id": data.creator_id,
+        "creator_name": data.creator_name,
         "creator_is_id": _looks_like_an_id(data.creator_id),
         "payout_id": data.payout_id,
         "amount": Money(data.amount_minor, data.currency).format(),
