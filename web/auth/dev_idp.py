@@ -243,7 +243,9 @@ def _creator_option(_: click.Context, __: click.Parameter, value: str | None) ->
 
 
 @click.command("dev-token")
-@click.option("--sub", "subject", required=True, help="Token subject, e.g. alice or auth0|alice.")
+@click.option(
+    "--sub", "subject", default="dev|operator", show_default=True, help="Token subject, e.g. alice or auth0|alice."
+)
 @click.option(
     "--permission",
     "permissions",
