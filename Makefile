@@ -5,7 +5,7 @@ SHELL := /bin/bash
 VENV := .venv
 BIN := $(VENV)/bin
 # Local settings for every target; anything already in the environment wins.
-LOAD_ENV := set -a; source infra/local/dev.env; set +a;
+LOAD_ENV := source infra/local/load-env.sh;
 export PYTHONDONTWRITEBYTECODE := 1
 
 .PHONY: help install stack-up stack-down stack-status stack-reset setup run worker web simulate test test-unit lint bench clean

@@ -13,7 +13,7 @@ from typing import Any
 import faust
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from infra.avro import RegistryCodec, SchemaCatalog, new_registry_client
+from infra.avro import RegistryCodec, codec_from_settings
 from infra.crypto import RecipientVault
 from infra.db import create_engine
 from infra.documents import DocumentStore
@@ -57,11 +57,7 @@ class SpaceMusicApp(faust.App):
         settings = self.settings
         stack = contextlib.AsyncExitStack()
         self._exit_stack = stack
-        codec = RegistryCodec(
-            new_registry_client(settings.schema_registry_url),
-            SchemaCatalog.load(settings.schema_dir),
-            settings.topic_namespace,
-        )
+        codec = codec_from_settings(settings)
         await codec.register_all()
         publisher = EventPublisher(settings, codec)
         await publisher.start()

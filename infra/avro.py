@@ -16,7 +16,7 @@ import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import fastavro
 import httpx
@@ -29,6 +29,9 @@ from schema_registry.serializers.errors import SerializerError
 from models.errors import InvalidEvent
 from models.events import DeadLetter, Event, RoyaltyPeriod
 from models.validation import validate_event
+
+if TYPE_CHECKING:
+    from infra.settings import Settings
 
 
 class DecodeError(ValueError):
@@ -201,3 +204,12 @@ class RegistryCodec:
 
 def new_registry_client(url: str) -> AsyncSchemaRegistryClient:
     return AsyncSchemaRegistryClient(url=url, timeout=httpx.Timeout(10.0))
+
+
+def codec_from_settings(settings: Settings) -> RegistryCodec:
+    """The codec every process uses: our schemas, the configured registry and namespace."""
+    return RegistryCodec(
+        new_registry_client(settings.schema_registry_url),
+        SchemaCatalog.load(settings.schema_dir),
+        settings.topic_namespace,
+    )

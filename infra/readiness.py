@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
-from infra.avro import RegistryCodec, SchemaCatalog, new_registry_client
+from infra.avro import codec_from_settings
 from infra.db import wait_for_postgres
 from infra.kafka import all_logical_topics, wait_for_kafka
 from infra.logging import get_logger
@@ -18,11 +18,7 @@ async def wait_for_dependencies(settings: Settings) -> None:
     timeout = settings.startup_retry_seconds
     await wait_for_postgres(settings, timeout)
     await wait_for_kafka(settings, timeout, topics=all_logical_topics())
-    codec = RegistryCodec(
-        new_registry_client(settings.schema_registry_url),
-        SchemaCatalog.load(settings.schema_dir),
-        settings.topic_namespace,
-    )
+    codec = codec_from_settings(settings)
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
     while True:

@@ -13,7 +13,7 @@ import pytest
 from aiohttp.test_utils import TestClient, TestServer
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from infra.avro import RegistryCodec, SchemaCatalog, new_registry_client
+from infra.avro import RegistryCodec, codec_from_settings
 from infra.db import create_engine
 from infra.kafka import EventPublisher
 from infra.logging import configure_logging
@@ -102,11 +102,7 @@ async def engine(settings: Settings) -> AsyncIterator[AsyncEngine]:
 
 @pytest.fixture(scope="session")
 async def codec(settings: Settings) -> RegistryCodec:
-    codec = RegistryCodec(
-        new_registry_client(settings.schema_registry_url),
-        SchemaCatalog.load(settings.schema_dir),
-        settings.topic_namespace,
-    )
+    codec = codec_from_settings(settings)
     await codec.register_all()
     return codec
 

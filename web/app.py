@@ -6,7 +6,7 @@ from collections.abc import AsyncIterator
 
 from aiohttp import web
 
-from infra.avro import RegistryCodec, SchemaCatalog, new_registry_client
+from infra.avro import codec_from_settings
 from infra.crypto import RecipientVault
 from infra.db import create_engine
 from infra.documents import DocumentStore
@@ -41,11 +41,7 @@ async def _database(app: web.Application) -> AsyncIterator[None]:
 
 async def _kafka(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
-    codec = RegistryCodec(
-        new_registry_client(settings.schema_registry_url),
-        SchemaCatalog.load(settings.schema_dir),
-        settings.topic_namespace,
-    )
+    codec = codec_from_settings(settings)
     await codec.register_all()
     app[CODEC] = codec
     publisher = EventPublisher(settings, codec)

@@ -9,7 +9,7 @@ from rich.console import Console
 from rich.table import Table
 
 from agents.commands.common import load_settings, run
-from infra.avro import RegistryCodec, SchemaCatalog, new_registry_client
+from infra.avro import RegistryCodec, codec_from_settings
 from infra.kafka import all_logical_topics, ensure_topics, list_topics
 from infra.settings import REPO_ROOT, Settings
 
@@ -42,11 +42,7 @@ def migrate(revision: str, downgrade: bool) -> None:
 
 
 def _codec(settings: Settings) -> RegistryCodec:
-    return RegistryCodec(
-        new_registry_client(settings.schema_registry_url),
-        SchemaCatalog.load(settings.schema_dir),
-        settings.topic_namespace,
-    )
+    return codec_from_settings(settings)
 
 
 @click.group()

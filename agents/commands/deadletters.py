@@ -32,10 +32,9 @@ from agents.commands.replay import (
     ProgressReporter,
     emit,
     json_value,
-    new_codec,
     uuid_option,
 )
-from infra.avro import DecodeError, RegistryCodec, RegistryUnavailable
+from infra.avro import DecodeError, RegistryCodec, RegistryUnavailable, codec_from_settings
 from infra.kafka import EventPublisher
 from infra.settings import Settings
 from infra.topic_reader import RawRecord, ReadSpec, TopicReader, TopicReadError
@@ -234,7 +233,7 @@ def deadletters_list(
 
 def _run_load(settings: Settings, progress: bool | None, scope: Scope) -> Parked:
     try:
-        return run(_load(settings, new_codec(settings), progress, scope))
+        return run(_load(settings, codec_from_settings(settings), progress, scope))
     except TopicReadError as exc:
         raise click.ClickException(str(exc)) from exc
     except RegistryUnavailable as exc:
@@ -272,7 +271,7 @@ async def _redrive(
     force: bool,
     progress: bool | None,
 ) -> list[Decision]:
-    codec = new_codec(settings)
+    codec = codec_from_settings(settings)
 
     def scope(letters: tuple[DeadLetter, ...]) -> list[DeadLetter]:
         if select_all:

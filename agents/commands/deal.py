@@ -29,10 +29,9 @@ from agents.commands.replay import (
     ProgressReporter,
     emit,
     json_value,
-    new_codec,
     uuid_option,
 )
-from infra.avro import RegistryUnavailable, event_to_record, record_to_event
+from infra.avro import RegistryUnavailable, codec_from_settings, event_to_record, record_to_event
 from infra.db import create_engine
 from infra.settings import Settings
 from infra.topic_reader import ReadSpec, TopicReader, TopicReadError
@@ -57,7 +56,7 @@ class Located:
 
 async def events_from_kafka(settings: Settings, offer_id: str, progress: bool | None) -> list[Located]:
     key = offer_id.encode()
-    decoder = Decoder(new_codec(settings))
+    decoder = Decoder(codec_from_settings(settings))
     found: dict[str, Located] = {}
     async with TopicReader(settings) as reader:
         plan = await reader.plan(ReadSpec(topics=tuple(cls.TOPIC for cls in LIFECYCLE_EVENTS)))

@@ -40,9 +40,8 @@ from infra.avro import (
     DecodeError,
     RegistryCodec,
     RegistryUnavailable,
-    SchemaCatalog,
+    codec_from_settings,
     event_to_record,
-    new_registry_client,
 )
 from infra.db import create_engine
 from infra.kafka import EventPublisher, all_logical_topics
@@ -89,14 +88,6 @@ def uuid_option(value: str | None, name: str) -> str | None:
         return str(uuid.UUID(value))
     except ValueError as exc:
         raise click.BadParameter(f"{value!r} is not a UUID", param_hint=name) from exc
-
-
-def new_codec(settings: Settings) -> RegistryCodec:
-    return RegistryCodec(
-        new_registry_client(settings.schema_registry_url),
-        SchemaCatalog.load(settings.schema_dir),
-        settings.topic_namespace,
-    )
 
 
 def json_value(value: Any) -> Any:
@@ -353,7 +344,7 @@ class ReplayRequest:
 async def _replay(settings: Settings, request: ReplayRequest) -> Summary:
     summary = Summary(output=request.output, execute=request.execute)
     started = time.monotonic()
-    codec = new_codec(settings)
+    codec = codec_from_settings(settings)
     decoder = Decoder(codec)
     publisher: EventPublisher | None = None
     engine: AsyncEngine | None = None

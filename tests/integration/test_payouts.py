@@ -246,15 +246,11 @@ async def test_stripe_5xx_then_lookup_finds_nothing_retries_with_a_fresh_key(mon
 
 
 async def _publish_request(money, offer_id: str, creator_id: str, recipient_id: str, amount: int) -> PayoutRequested:
-    from infra.avro import RegistryCodec, SchemaCatalog, new_registry_client
+    from infra.avro import codec_from_settings
     from infra.kafka import EventPublisher
 
     settings = money["settings"]
-    codec = RegistryCodec(
-        new_registry_client(settings.schema_registry_url),
-        SchemaCatalog.load(settings.schema_dir),
-        settings.topic_namespace,
-    )
+    codec = codec_from_settings(settings)
     publisher = EventPublisher(settings, codec)
     await publisher.start()
     event = PayoutRequested(
@@ -309,6 +305,7 @@ async def test_offer_not_found_and_no_median_price_call_no_provider(money, fake)
             counter(after, "spacemusic_app_errors_total", component="payouts", reason=reason)
             == counter(before, "spacemusic_app_errors_total", component="payouts", reason=reason) + 1
         )
+
     async def outcomes() -> bool:
         records = await read_all(money["settings"], "offer.payout.completed")
         return len({r.key for r in records if r.key.decode() in (ghost, unpriced)}) == 2
