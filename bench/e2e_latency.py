@@ -64,7 +64,9 @@ def main() -> None:
     name = f"bench{uuid.uuid4().hex[:6]}"
     env = prepare_stack_env(name, WEB_PORT=str(free_port()))
     # The production split (see Procfile): documents and payouts in their own processes.
-    workers = [Process(f"{name}-{role}", env, "worker", "--role", role) for role in ("pipeline", "documents", "payouts")]
+    workers = [
+        Process(f"{name}-{role}", env, "worker", "--role", role) for role in ("pipeline", "documents", "payouts")
+    ]
     web = Process(f"{name}-web", env, "web")
     try:
         for worker in workers:
