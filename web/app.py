@@ -13,6 +13,7 @@ from infra.documents import DocumentStore
 from infra.kafka import EventPublisher
 from infra.settings import Settings
 from web import calculator, creators, deals, documents, health, lifecycle, offers, stream
+from web.admin import setup_admin
 from web.auth import (
     CREATORS_READ,
     CREATORS_WRITE,
@@ -97,4 +98,5 @@ def create_app(settings: Settings) -> web.Application:
     add.add_get("/healthz", health.healthz)
     add.add_get("/readyz", health.readyz)
     add.add_get("/metrics", health.metrics)
+    setup_admin(app)
     return app
