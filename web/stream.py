@@ -7,11 +7,13 @@ already sent are skipped, so the switch-over neither loses nor repeats an update
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 from typing import Any
 
 from aiohttp import web
-from aiohttp_sse import EventSourceResponse, sse_response
+from aiohttp_sse import EventSourceResponse
 
 from infra.metrics import SSE_CLIENTS, SSE_EVENTS_SENT
 from projections.queries import changes_after
@@ -51,33 +53,42 @@ async def deals_stream(request: web.Request) -> web.StreamResponse:
     creator = stream_filter(request)
     subscription = feed.subscribe()
     SSE_CLIENTS.inc()
+    heartbeat = request.app[SETTINGS].sse_heartbeat_seconds
+    resp = EventSourceResponse(ping_interval=heartbeat, headers={"X-Accel-Buffering": "no"})
     try:
-        async with sse_response(
-            request, ping_interval=request.app[SETTINGS].sse_heartbeat_seconds, headers={"X-Accel-Buffering": "no"}
-        ) as resp:
-            await resp.send(json.dumps({"head": feed.head, "resume_from": last}), event="ready")
-            last = await _backfill(resp, engine, last, creator)
-            while resp.is_connected():
-                change = await subscription.queue.get()
-                if change is None:
-                    break
-                if subscription.overflowed:
-                    subscription.overflowed = False
-                    while not subscription.queue.empty():
-                        subscription.queue.get_nowait()
-                    last = await _backfill(resp, engine, last, creator)
-                    continue
-                if change["seq"] <= last:
-                    continue
-                last = change["seq"]
-                if creator is None or change["deal"].get("creator_id") == creator:
-                    await _send(resp, change)
-        return resp
-    except ConnectionResetError:
-        return web.Response(status=499)
+        await resp.prepare(request)
+        await resp.send(json.dumps({"head": feed.head, "resume_from": last}), event="ready")
+        last = await _backfill(resp, engine, last, creator)
+        while resp.is_connected():
+            try:
+                # Bounded wait, so a client that left while nothing changed is noticed
+                # (the heartbeat fails) and its subscription released.
+                change = await asyncio.wait_for(subscription.queue.get(), timeout=heartbeat)
+            except TimeoutError:
+                continue
+            if change is None:
+                break
+            if subscription.overflowed:
+                subscription.overflowed = False
+                while not subscription.queue.empty():
+                    subscription.queue.get_nowait()
+                last = await _backfill(resp, engine, last, creator)
+                continue
+            if change["seq"] <= last:
+                continue
+            last = change["seq"]
+            if creator is None or change["deal"].get("creator_id") == creator:
+                await _send(resp, change)
+    except (ConnectionResetError, ConnectionError):
+        pass  # the client went away; nothing to answer
     finally:
         feed.unsubscribe(subscription)
         SSE_CLIENTS.dec()
+        if resp.prepared:
+            resp.stop_streaming()
+            with contextlib.suppress(Exception):
+                await resp.wait()
+    return resp
 
 
 async def _backfill(resp: EventSourceResponse, engine: Any, last: int, creator: str | None) -> int:

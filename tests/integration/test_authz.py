@@ -16,7 +16,7 @@ from web.auth import ADMIN, CREATORS_WRITE, DEALS_READ, OFFERS_WRITE, mint_token
 from web.auth.dev_idp import DevIdp, dev_issuer
 from web.auth.permissions import requirement_of
 
-SAMPLE = {"offer_id": str(uuid.UUID(int=7)), "creator_id": str(uuid.UUID(int=8)), "kind": "receipt"}
+SAMPLE = {"offer_id": str(uuid.UUID(int=7)), "creator_id": str(uuid.UUID(int=8)), "kind": "receipt", "name": "app.js"}
 
 
 def real_routes(app) -> list[tuple[str, str, object]]:
