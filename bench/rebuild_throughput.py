@@ -17,8 +17,8 @@ import argparse
 import asyncio
 import os
 import random
+import resource
 import subprocess
-import sys
 import time
 import uuid
 from datetime import UTC, datetime, timedelta
@@ -28,12 +28,9 @@ import asyncpg
 from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-
-from infra.kafka import all_logical_topics  # noqa: E402
-from infra.settings import Settings  # noqa: E402
-from models.events import (  # noqa: E402
+from infra.kafka import all_logical_topics
+from infra.settings import Settings
+from models.events import (
     Event,
     OfferAccepted,
     OfferCreated,
@@ -47,10 +44,12 @@ from models.events import (  # noqa: E402
     TermsheetGenerated,
     ValuationOutcome,
 )
-from projections.rebuild import RebuildOptions, new_codec, rebuild_projections  # noqa: E402
+from projections.rebuild import RebuildOptions, new_codec, rebuild_projections
 
+REPO = Path(__file__).resolve().parents[1]
 SPACEMUSIC = str(REPO / ".venv" / "bin" / "spacemusic")
 T0 = datetime(2026, 1, 5, 9, 0, tzinfo=UTC)
+SETTLE_SECONDS = 5
 
 
 def lifecycle(i: int, rng: random.Random) -> list[Event]:
@@ -60,7 +59,9 @@ def lifecycle(i: int, rng: random.Random) -> list[Event]:
     env = {"offer_id": offer, "creator_id": creator, "correlation_id": f"bench-{i}"}
     months = rng.randint(6, 24)
     base = rng.randint(20_000, 400_000)
-    history = tuple(RoyaltyPeriod(f"{2023 + m // 12}-{m % 12 + 1:02d}", base + rng.randint(-5000, 5000)) for m in range(months))
+    history = tuple(
+        RoyaltyPeriod(f"{2023 + m // 12}-{m % 12 + 1:02d}", base + rng.randint(-5000, 5000)) for m in range(months)
+    )
     created = OfferCreated(event_id=str(uuid.uuid4()), occurred_at=t, currency="EUR", royalty_history=history, **env)
     events: list[Event] = [created]
     stage = i % 10
@@ -201,6 +202,23 @@ async def produce(settings: Settings, target: int) -> int:
     return sent
 
 
+def cpu_seconds() -> float:
+    """CPU used by this process and its reaped children (the reader processes)."""
+    own, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
+
+
+def machine() -> str:
+    """How busy the box is: wall-clock figures mean little if other work shares the CPUs."""
+    load = ", ".join(f"{x:.2f}" for x in os.getloadavg())
+    line = f"machine: {os.cpu_count()} CPUs, load average {load}"
+    pressure = Path("/proc/pressure/cpu")
+    if pressure.exists():
+        avg60 = pressure.read_text().split()[2].removeprefix("avg60=")
+        line += f"; CPU pressure {avg60}% (share of the last 60 s in which some task waited for a CPU)"
+    return line
+
+
 def cli(env: dict[str, str], *args: str) -> None:
     subprocess.run([SPACEMUSIC, *args], env=env, check=True, capture_output=True, timeout=300)
 
@@ -211,6 +229,19 @@ async def admin_sql(dsn: str, sql: str) -> None:
         await conn.execute(sql)
     finally:
         await conn.close()
+
+
+async def drop_database(dsn: str, database: str) -> None:
+    # An autovacuum worker (started by the big writes) may still be connected; FORCE may not
+    # terminate it for this role, and it finishes within seconds.
+    for attempt in range(30):
+        try:
+            await admin_sql(dsn, f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
+            return
+        except (asyncpg.InsufficientPrivilegeError, asyncpg.ObjectInUseError):
+            if attempt == 29:
+                raise
+            await asyncio.sleep(1)
 
 
 async def main(events: int, workers: int | None) -> None:
@@ -225,13 +256,17 @@ async def main(events: int, workers: int | None) -> None:
         cli(env, "migrate")
         cli(env, "schemas", "register")
         cli(env, "topics", "create")
+        print(machine())
         t = time.perf_counter()
         sent = await produce(settings, events)
         print(f"produced: {sent} messages in {time.perf_counter() - t:.1f} s (setup, not measured)")
+        await asyncio.sleep(SETTLE_SECONDS)  # let the broker finish flushing what was just produced
 
+        cpu = cpu_seconds()
         report = await rebuild_projections(
             settings, RebuildOptions(swap=True, force=True, workers=workers, live_wait_seconds=0)
         )
+        cpu = cpu_seconds() - cpu
         read = report.read
         print(
             f"rebuild: {read.events_read} events in {report.timings['read']:.2f} s = "
@@ -244,6 +279,10 @@ async def main(events: int, workers: int | None) -> None:
             f" = {read.events_read / report.timings['total']:,.0f} events/s end to end; "
             f"lock held {report.timings['locked']:.2f} s to write {report.changed_offers} offers"
         )
+        print(
+            f"rebuild CPU: {cpu:.2f} s in the rebuild's own processes (Kafka and Postgres not counted) = "
+            f"{read.events_read / cpu:,.0f} events per CPU-second"
+        )
         t = time.perf_counter()
         verify = await rebuild_projections(settings, RebuildOptions(swap=False, workers=workers, live_wait_seconds=0))
         wall = time.perf_counter() - t
@@ -255,7 +294,7 @@ async def main(events: int, workers: int | None) -> None:
         if not verify.identical:
             raise SystemExit("verify-only after a forced rebuild found differences")
     finally:
-        await admin_sql(base.asyncpg_dsn, f'DROP DATABASE IF EXISTS "sm_{name}" WITH (FORCE)')
+        await drop_database(base.asyncpg_dsn, f"sm_{name}")
         admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap_servers)
         await admin.start()
         try:

@@ -14,6 +14,7 @@ from agents.commands.admin import migrate, schemas, topics
 from agents.commands.deadletters import deadletters
 from agents.commands.deal import deal
 from agents.commands.ledger import ledger
+from agents.commands.rebuild import rebuild_projections
 from agents.commands.replay import replay
 from agents.commands.services import faust_cli, worker
 from bootstrap.simulate import simulate
@@ -42,6 +43,7 @@ for command in (
     replay,
     deadletters,
     deal,
+    rebuild_projections,
 ):
     cli.add_command(command)
 

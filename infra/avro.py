@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import functools
 import json
 import types
 import typing
@@ -103,9 +104,15 @@ def _coerce(value: Any, hint: Any) -> Any:
     return value
 
 
+@functools.cache
+def _hints(cls: type) -> dict[str, Any]:
+    # Resolving type hints is most of a decode's cost; they never change for a class.
+    return typing.get_type_hints(cls)
+
+
 def record_to_event(cls: type[Event], record: dict[str, Any]) -> Event:
     """Build and validate a domain event from a decoded record (InvalidEvent if it is not one)."""
-    hints = typing.get_type_hints(cls)
+    hints = _hints(cls)
     try:
         kwargs = {
             f.name: _coerce(record.get(f.name), hints[f.name]) for f in dataclasses.fields(cls) if f.name in record
@@ -117,7 +124,7 @@ def record_to_event(cls: type[Event], record: dict[str, Any]) -> Event:
 
 
 def record_to_deadletter(record: dict[str, Any]) -> DeadLetter:
-    hints = typing.get_type_hints(DeadLetter)
+    hints = _hints(DeadLetter)
     return DeadLetter(**{f.name: _coerce(record.get(f.name), hints[f.name]) for f in dataclasses.fields(DeadLetter)})
 
 

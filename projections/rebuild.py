@@ -34,11 +34,14 @@ Kafka and writes Postgres projection tables only.
 from __future__ import annotations
 
 import asyncio
+import base64
 import dataclasses
+import enum
 import functools
 import json
-import multiprocessing
 import os
+import pickle
+import sys
 import time
 import typing
 import uuid
@@ -49,8 +52,10 @@ from typing import Any
 
 import asyncpg
 from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
 from sqlalchemy import select
-from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from infra.avro import (
     DecodeError,
@@ -64,7 +69,7 @@ from infra.avro import (
     record_to_event,
 )
 from infra.db import create_engine
-from infra.settings import Settings
+from infra.settings import REPO_ROOT, Settings
 from models.deal import Deal, apply_event
 from models.errors import InvalidEvent
 from models.events import LIFECYCLE_EVENTS, Event
@@ -226,9 +231,8 @@ class RebuildOptions:
 # ---------------------------------------------------------------- decoding (hot path)
 
 
-@functools.cache
-def _type_hints(cls: type[Event]) -> dict[str, Any]:
-    return typing.get_type_hints(cls)
+_SCALARS = (str, int, bool, float)
+_PASS, _STR, _COERCE = 0, 1, 2
 
 
 @functools.cache
@@ -236,22 +240,54 @@ def _field_names(cls: type) -> tuple[str, ...]:
     return tuple(f.name for f in dataclasses.fields(cls))
 
 
-_SCALARS = (str, int, bool, float)
+@functools.cache
+def _plan(cls: type[Event]) -> tuple[tuple[str, Any, int], ...]:
+    """Per field: (name, type hint, how to convert). Decided once per class, where
+    infra.avro.record_to_event re-evaluates every hint on every call (most of its cost)."""
+    plan = []
+    for name, hint in ((n, typing.get_type_hints(cls)[n]) for n in _field_names(cls)):
+        inner = [a for a in typing.get_args(hint) if a is not type(None)] if typing.get_args(hint) else [hint]
+        base = inner[0] if len(inner) == 1 else None
+        # What infra.avro._coerce does for these hints: ints pass through, strings only turn
+        # a UUID into its text; anything else (enums, datetimes, tuples) goes to _coerce.
+        kind = _PASS if base in (int, bool, float) else _STR if base is str else _COERCE
+        plan.append((name, hint, kind))
+    return tuple(plan)
 
 
 def _to_event(cls: type[Event], record: dict[str, Any]) -> Event:
-    # infra.avro.record_to_event evaluates the type hints on every call (~2/3 of its cost);
-    # this is the same mapping with the hints cached. _Decoder checks the two agree.
-    hints = _type_hints(cls)
+    """``infra.avro.record_to_event`` (build + validate), with the per-field work planned
+    once per class. _Decoder checks the two agree."""
+    kwargs: dict[str, Any] = {}
     try:
-        event = cls(**{name: _coerce(record.get(name), hints[name]) for name in _field_names(cls) if name in record})
+        for name, hint, kind in _plan(cls):
+            if name not in record:
+                continue
+            value = record[name]
+            if kind == _STR:
+                kwargs[name] = str(value) if isinstance(value, uuid.UUID) else value
+            elif kind == _PASS or value is None:
+                kwargs[name] = value
+            else:
+                kwargs[name] = _coerce(value, hint)
+        event = cls(**kwargs)
     except (TypeError, ValueError, KeyError) as exc:
         raise InvalidEvent(f"record is not a valid {cls.__name__}: {exc}") from exc
     return validate_event(event)
 
 
+def _jsonable_item(item: Any) -> Any:
+    if item is None or type(item) in _SCALARS:
+        return item
+    if dataclasses.is_dataclass(item) and not isinstance(item, type):
+        fields = {name: getattr(item, name) for name in _field_names(type(item))}
+        if all(v is None or type(v) in _SCALARS for v in fields.values()):
+            return fields
+    return jsonable(_plain(item))
+
+
 def _payload(event: Event) -> dict[str, Any]:
-    """``jsonable(event_to_record(event))`` (the projector's deal_events payload), faster."""
+    """``jsonable(event_to_record(event))``: the projector's deal_events payload, faster."""
     out: dict[str, Any] = {}
     for name in _field_names(type(event)):
         value = getattr(event, name)
@@ -259,6 +295,10 @@ def _payload(event: Event) -> dict[str, Any]:
             out[name] = value
         elif isinstance(value, datetime):
             out[name] = value.isoformat()
+        elif isinstance(value, enum.Enum):
+            out[name] = value.value
+        elif isinstance(value, tuple):
+            out[name] = [_jsonable_item(item) for item in value]
         else:
             out[name] = jsonable(_plain(value))
     return out
@@ -388,22 +428,27 @@ async def drop_shadow(conn: asyncpg.Connection) -> None:
 
 async def kafka_spans(settings: Settings) -> list[PartitionSpan]:
     """Every partition of every lifecycle topic, with its offsets at this moment."""
+    topics = [settings.topic(cls.TOPIC) for cls in LIFECYCLE_EVENTS]
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap_servers, client_id="spacemusic-rebuild")
+    await admin.start()
+    try:
+        described = {t["topic"]: t for t in await admin.describe_topics(topics)}
+    finally:
+        await admin.close()
+    tps: list[TopicPartition] = []
+    for topic in topics:
+        info = described.get(topic)
+        if info is None or info["error_code"] != 0 or not info["partitions"]:
+            raise RebuildError(f"topic {topic} does not exist or has no partitions (spacemusic topics create)")
+        tps += [TopicPartition(topic, p["partition"]) for p in sorted(info["partitions"], key=lambda p: p["partition"])]
     consumer = _new_consumer(settings)
     await consumer.start()
     try:
-        tps: list[TopicPartition] = []
-        await consumer.topics()  # refreshes the metadata partitions_for_topic reads
-        for cls in LIFECYCLE_EVENTS:
-            topic = settings.topic(cls.TOPIC)
-            partitions = consumer.partitions_for_topic(topic)
-            if not partitions:
-                raise RebuildError(f"topic {topic} does not exist (spacemusic topics create)")
-            tps += [TopicPartition(topic, p) for p in sorted(partitions)]
         begins = await consumer.beginning_offsets(tps)
         ends = await consumer.end_offsets(tps)
-        return [PartitionSpan(tp.topic, tp.partition, begins[tp], ends[tp]) for tp in tps]
     finally:
         await consumer.stop()
+    return [PartitionSpan(tp.topic, tp.partition, begins[tp], ends[tp]) for tp in tps]
 
 
 class _ShadowFolder:
@@ -514,19 +559,6 @@ async def read_into_shadow(settings: Settings, spans: Sequence[PartitionSpan], p
         await db.close()
 
 
-def _worker_main(settings: Settings, spans: list[PartitionSpan], counter: Any, results: Any) -> None:
-    """Entry point of a reader process (spawned: a clean interpreter, no inherited loop)."""
-
-    def progress(n: int) -> None:
-        with counter.get_lock():
-            counter.value += n
-
-    try:
-        results.put(("ok", asyncio.run(read_into_shadow(settings, spans, progress))))
-    except BaseException as exc:  # report any failure to the parent instead of dying silently
-        results.put(("error", f"{type(exc).__name__}: {exc}"))
-
-
 def split_by_partition(spans: Sequence[PartitionSpan], workers: int) -> list[list[PartitionSpan]]:
     """Partition *p* of every topic goes to the same worker (co-partitioned by offer_id)."""
     numbers = sorted({s.partition for s in spans})
@@ -542,42 +574,64 @@ async def _read_phase(
     groups = split_by_partition(spans, workers)
     if len(groups) == 1:
         return await read_into_shadow(settings, groups[0], progress)
-    ctx = multiprocessing.get_context("spawn")
-    counter = ctx.Value("q", 0)
-    results = ctx.Queue()
-    procs = [ctx.Process(target=_worker_main, args=(settings, g, counter, results), daemon=True) for g in groups]
-    for proc in procs:
-        proc.start()
+    results = await asyncio.gather(*(_run_reader(settings, group, progress) for group in groups))
     merged = ReadResult()
-    errors: list[str] = []
-    reported = 0
-    received = 0
-    try:
-        while received < len(procs):
-            while not results.empty():
-                status, payload = results.get()
-                received += 1
-                if status == "ok":
-                    merged.merge(payload)
-                else:
-                    errors.append(payload)
-            if received < len(procs) and not any(p.is_alive() for p in procs) and results.empty():
-                errors.append("a reader process died without a result")
-                break
-            with counter.get_lock():
-                done = counter.value
-            if progress and done > reported:
-                progress(done - reported)
-                reported = done
-            await asyncio.sleep(0.1)
-    finally:
-        for proc in procs:
-            proc.join(timeout=5)
-            if proc.is_alive():
-                proc.terminate()
-    if errors:
-        raise RebuildError("reader failed: " + "; ".join(errors))
+    for result in results:
+        merged.merge(result)
     return merged
+
+
+async def _run_reader(settings: Settings, spans: list[PartitionSpan], progress: Progress | None) -> ReadResult:
+    """One reader process: ``python -m projections.rebuild`` (a fresh interpreter that never
+    imports the caller's __main__, unlike multiprocessing's spawn). Arguments go in on
+    stdin, progress and the result come back as lines on stdout."""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")]))}
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "projections.rebuild",
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        env=env,
+        limit=16 * 1024 * 1024,
+    )
+    assert proc.stdin is not None and proc.stdout is not None and proc.stderr is not None
+    errors = asyncio.create_task(proc.stderr.read())  # drained concurrently: a full pipe would block the child
+    result: ReadResult | None = None
+    try:
+        proc.stdin.write(pickle.dumps((settings, spans)))
+        await proc.stdin.drain()
+        proc.stdin.close()
+        async for line in proc.stdout:
+            kind, _, body = line.decode().partition(" ")
+            if kind == "progress" and progress:
+                progress(int(body))
+            elif kind == "result":
+                result = pickle.loads(base64.b64decode(body))  # our own child: trusted
+        code = await proc.wait()
+        stderr = (await errors).decode(errors="replace")
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+    if code != 0 or result is None:
+        raise RebuildError(f"reader process failed (exit {code}): {stderr.strip()[-2000:]}")
+    return result
+
+
+def _reader_main() -> None:
+    """Entry point of a reader process (see _run_reader)."""
+    settings, spans = pickle.loads(sys.stdin.buffer.read())
+    out = sys.stdout
+
+    def progress(n: int) -> None:
+        out.write(f"progress {n}\n")
+        out.flush()
+
+    result = asyncio.run(read_into_shadow(settings, spans, progress))
+    out.write("result " + base64.b64encode(pickle.dumps(result)).decode() + "\n")
+    out.flush()
 
 
 # ---------------------------------------------------------------- phase 2: catch-up
@@ -695,60 +749,89 @@ async def _apply_to_shadow(
 # ---------------------------------------------------------------- phase 3: compare
 
 
-async def table_hash(db: asyncpg.Connection, table: str, columns: Sequence[str], key: str) -> tuple[int, str]:
-    """(rows, canonical hash): md5 over the per-row md5 of the compared columns, ordered by
-    the key. Computed in SQL the same way for a live and a shadow table."""
-    row = await db.fetchrow(
-        f"SELECT count(*) AS n, md5(coalesce(string_agg(md5(t::text), '' ORDER BY t.{_q(key)}), '')) AS h "
-        f"FROM (SELECT {_cols(columns)} FROM {table}) t"
-    )
+@dataclass(frozen=True, slots=True)
+class TableSpec:
+    live: str
+    shadow: str
+    columns: tuple[str, ...]  # the compared columns
+    key: str
+    jsonb: tuple[str, ...] = ()
+
+    def row_hash(self, alias: str) -> str:
+        """A 64-bit hash of one row's compared columns: the text of the scalar columns (a ROW's
+        text keeps NULL and '' apart) plus Postgres' own hash of each jsonb value, which is
+        key-order independent and much cheaper than printing the jsonb."""
+        scalars = [c for c in self.columns if c not in self.jsonb]
+        text = f"ROW({_cols(scalars, alias)})::text" + "".join(
+            f" || ':' || coalesce(jsonb_hash_extended({alias}{_q(c)}, 0)::text, '')" for c in self.jsonb
+        )
+        return f"hashtextextended({text}, 0)"
+
+
+OFFERS_SPEC = TableSpec("offers", SHADOW_OFFERS, OFFER_COLUMNS, "offer_id")
+EVENTS_SPEC = TableSpec(
+    "deal_events",
+    SHADOW_EVENTS,
+    EVENT_COLUMNS,
+    "event_id",
+    tuple(c.name for c in deal_events.columns if isinstance(c.type, JSONB) and c.name in EVENT_COLUMNS),
+)
+
+
+def _fold_hash(total: Any) -> str:
+    # The table hash is the sum of the row hashes mod 2^64: independent of row order, so no
+    # sort is needed; one pass over each table computes it together with the row diff.
+    return f"{int(total or 0) % 2**64:016x}"
+
+
+async def table_hash(db: asyncpg.Connection, spec: TableSpec, table: str | None = None) -> tuple[int, str]:
+    """(rows, canonical hash) of one table; comparable with the hashes in a RebuildReport
+    computed by the same Postgres server."""
+    row = await db.fetchrow(f"SELECT count(*) AS n, sum({spec.row_hash('')}) AS h FROM {table or spec.live}")
     assert row is not None
-    return int(row["n"]), str(row["h"])
+    return int(row["n"]), _fold_hash(row["h"])
 
 
 async def canonical_hashes(db: asyncpg.Connection) -> dict[str, tuple[int, str]]:
     """The live tables' canonical hashes (what a rebuild's shadow hashes are compared with)."""
-    return {
-        "offers": await table_hash(db, "offers", OFFER_COLUMNS, "offer_id"),
-        "deal_events": await table_hash(db, "deal_events", EVENT_COLUMNS, "event_id"),
-    }
+    return {spec.live: await table_hash(db, spec) for spec in (OFFERS_SPEC, EVENTS_SPEC)}
 
 
-async def compare_table(
-    db: asyncpg.Connection, live: str, shadow: str, columns: Sequence[str], key: str, samples: int
-) -> TableComparison:
-    others = [c for c in columns if c != key]
-    diff = await db.fetch(
-        f"SELECT coalesce(l.{_q(key)}, s.{_q(key)})::text AS key, "
-        f"CASE WHEN l.{_q(key)} IS NULL THEN 'missing' WHEN s.{_q(key)} IS NULL THEN 'extra' ELSE 'differs' END AS kind "
-        f"FROM {live} l FULL JOIN {shadow} s ON s.{_q(key)} = l.{_q(key)} "
-        f"WHERE l.{_q(key)} IS NULL OR s.{_q(key)} IS NULL "
-        f"OR ({_cols(others, 'l.')}) IS DISTINCT FROM ({_cols(others, 's.')}) "
-        f"ORDER BY 1"
+async def compare_table(db: asyncpg.Connection, spec: TableSpec, samples: int) -> TableComparison:
+    """Row by row (by key and row hash) and as a whole (canonical hash), in one pass."""
+    key = _q(spec.key)
+    row = await db.fetchrow(
+        "SELECT count(l.k) AS live_rows, sum(l.h) AS live_sum, count(s.k) AS shadow_rows, sum(s.h) AS shadow_sum, "
+        "coalesce(array_agg(s.k::text ORDER BY s.k) FILTER (WHERE l.k IS NULL), '{}') AS missing, "
+        "coalesce(array_agg(l.k::text ORDER BY l.k) FILTER (WHERE s.k IS NULL), '{}') AS extra, "
+        "coalesce(array_agg(l.k::text ORDER BY l.k) FILTER (WHERE l.h <> s.h), '{}') AS differs "
+        f"FROM (SELECT {key} AS k, {spec.row_hash('')} AS h FROM {spec.live}) l "
+        f"FULL JOIN (SELECT {key} AS k, {spec.row_hash('')} AS h FROM {spec.shadow}) s ON s.k = l.k"
     )
-    kinds: dict[str, list[str]] = {"missing": [], "extra": [], "differs": []}
-    for row in diff:
-        kinds[row["kind"]].append(row["key"])
-    live_rows, live_hash = await table_hash(db, live, columns, key)
-    shadow_rows, shadow_hash = await table_hash(db, shadow, columns, key)
-    sampled = [r["key"] for r in diff[:samples]]
+    assert row is not None
+    kinds = {"missing": list(row["missing"]), "extra": list(row["extra"]), "differs": list(row["differs"])}
+    sampled = [(k, kind) for kind, keys in kinds.items() for k in keys][:samples]
     details: list[RowDiff] = []
     if sampled:
-        query = f"SELECT {_cols(columns)} FROM {{table}} WHERE {_q(key)} = ANY($1::uuid[])"
-        live_by_key = {str(r[key]): _plain_row(r, columns) for r in await db.fetch(query.format(table=live), sampled)}
-        shadow_by_key = {
-            str(r[key]): _plain_row(r, columns) for r in await db.fetch(query.format(table=shadow), sampled)
+        keys = [k for k, _ in sampled]
+        query = f"SELECT {_cols(spec.columns)} FROM {{table}} WHERE {key} = ANY($1::uuid[])"
+        live_rows = {
+            str(r[spec.key]): _plain_row(r, spec.columns) for r in await db.fetch(query.format(table=spec.live), keys)
         }
-        for row in diff[:samples]:
-            left, right = live_by_key.get(row["key"]), shadow_by_key.get(row["key"])
+        shadow_rows = {
+            str(r[spec.key]): _plain_row(r, spec.columns) for r in await db.fetch(query.format(table=spec.shadow), keys)
+        }
+        others = [c for c in spec.columns if c != spec.key]
+        for k, kind in sampled:
+            left, right = live_rows.get(k), shadow_rows.get(k)
             changed = tuple(c for c in others if left and right and left[c] != right[c])
-            details.append(RowDiff(live, row["key"], row["kind"], changed, left, right))
+            details.append(RowDiff(spec.live, k, kind, changed, left, right))
     return TableComparison(
-        table=live,
-        live_rows=live_rows,
-        shadow_rows=shadow_rows,
-        live_hash=live_hash,
-        shadow_hash=shadow_hash,
+        table=spec.live,
+        live_rows=int(row["live_rows"]),
+        shadow_rows=int(row["shadow_rows"]),
+        live_hash=_fold_hash(row["live_sum"]),
+        shadow_hash=_fold_hash(row["shadow_sum"]),
         missing=tuple(kinds["missing"]),
         extra=tuple(kinds["extra"]),
         differing=tuple(kinds["differs"]),
@@ -760,48 +843,52 @@ async def compare_table(
 
 
 async def _swap(db: asyncpg.Connection, run_id: str, offers_cmp: TableComparison, events_cmp: TableComparison) -> int:
-    """Make the live tables equal to the shadow (caller holds the projection write lock,
-    in the reconcile transaction). Only differing rows are written. Returns offers changed."""
-    changed = [*offers_cmp.missing, *offers_cmp.differing]
+    """Make the live tables equal to the shadow (the caller holds the projection write lock,
+    inside the reconcile transaction). Only differing rows are written; key lists are joined
+    through unnest. Returns the number of offers inserted or corrected."""
     if events_cmp.extra:
-        await db.execute("DELETE FROM deal_events WHERE event_id = ANY($1::uuid[])", list(events_cmp.extra))
+        await db.execute(
+            "DELETE FROM deal_events l USING unnest($1::uuid[]) AS u(k) WHERE l.event_id = u.k",
+            list(events_cmp.extra),
+        )
     upsert_events = [*events_cmp.missing, *events_cmp.differing]
     if upsert_events:
         sets = ", ".join(f"{_q(c)} = EXCLUDED.{_q(c)}" for c in EVENT_COLUMNS if c != "event_id")
         await db.execute(
             f"INSERT INTO deal_events ({_cols(EVENT_COLUMNS)}) "
-            f"SELECT {_cols(EVENT_COLUMNS)} FROM {SHADOW_EVENTS} WHERE event_id = ANY($1::uuid[]) "
-            f"ON CONFLICT (event_id) DO UPDATE SET {sets}",
+            f"SELECT {_cols(EVENT_COLUMNS, 's.')} FROM {SHADOW_EVENTS} s JOIN unnest($1::uuid[]) AS u(k) "
+            f"ON s.event_id = u.k ON CONFLICT (event_id) DO UPDATE SET {sets}",
             upsert_events,
         )
     if offers_cmp.extra:
         # A live deal no event supports. SSE clients learn of it on their next full load.
-        await db.execute("DELETE FROM offers WHERE offer_id = ANY($1::uuid[])", list(offers_cmp.extra))
+        await db.execute(
+            "DELETE FROM offers l USING unnest($1::uuid[]) AS u(k) WHERE l.offer_id = u.k", list(offers_cmp.extra)
+        )
+    changed = [*offers_cmp.missing, *offers_cmp.differing]
     if not changed:
         return 0
-    # Every corrected deal gets a change-log row (the SSE id), as the projector does per event.
+    # Every corrected deal gets a change-log row (its SSE id), as the projector writes per event.
     rows = await db.fetch(
-        f"SELECT {_cols(OFFER_COLUMNS)} FROM {SHADOW_OFFERS} WHERE offer_id = ANY($1::uuid[]) ORDER BY offer_id",
+        f"SELECT {_cols(OFFER_COLUMNS, 's.')} FROM {SHADOW_OFFERS} s JOIN unnest($1::uuid[]) AS u(k) "
+        "ON s.offer_id = u.k ORDER BY s.offer_id",
         changed,
     )
-    ids, creators, event_ids, statuses, deals = [], [], [], [], []
+    columns: list[list[Any]] = [[], [], [], [], []]
     for record in rows:
         row = _plain_row(record, OFFER_COLUMNS)
-        ids.append(row["offer_id"])
-        creators.append(row["creator_id"])
-        event_ids.append(str(uuid.uuid5(uuid.NAMESPACE_URL, f"spacemusic:rebuild:{run_id}:{row['offer_id']}")))
-        statuses.append(row["status"])
-        deals.append(json.dumps(deal_json(row), separators=(",", ":")))
+        offer_id = row["offer_id"]
+        columns[0].append(offer_id)
+        columns[1].append(row["creator_id"])
+        columns[2].append(str(uuid.uuid5(uuid.NAMESPACE_URL, f"spacemusic:rebuild:{run_id}:{offer_id}")))
+        columns[3].append(row["status"])
+        columns[4].append(json.dumps(deal_json(row), separators=(",", ":")))
     seqs = await db.fetch(
         "INSERT INTO deal_changes (offer_id, creator_id, event_id, event_type, status, deal) "
-        "SELECT o, c, e, $4::text, s, d::jsonb FROM unnest($1::uuid[], $2::uuid[], $3::uuid[], $5::text[], $6::text[]) "
+        "SELECT o, c, e, $6::text, s, d::jsonb FROM unnest($1::uuid[], $2::uuid[], $3::uuid[], $4::text[], $5::text[]) "
         "AS u(o, c, e, s, d) RETURNING offer_id, seq",
-        ids,
-        creators,
-        event_ids,
+        *columns,
         CORRECTION_EVENT_TYPE,
-        statuses,
-        deals,
     )
     by_offer = {str(r["offer_id"]): int(r["seq"]) for r in seqs}
     sets = ", ".join(f"{_q(c)} = EXCLUDED.{_q(c)}" for c in (*OFFER_COLUMNS, "change_seq") if c != "offer_id")
@@ -813,6 +900,7 @@ async def _swap(db: asyncpg.Connection, run_id: str, offers_cmp: TableComparison
         list(by_offer),
         list(by_offer.values()),
     )
+    # One wake-up is enough: the feeds re-read everything after the last sequence they sent.
     await db.execute("SELECT pg_notify($1, $2)", NOTIFY_CHANNEL, str(max(by_offer.values())))
     return len(by_offer)
 
@@ -845,9 +933,11 @@ async def rebuild_projections(
     guard = await asyncpg.connect(settings.asyncpg_dsn)
     engine = create_engine(settings, pool_size=1)
     catch_up: _CatchUp | None = None
+    owner = False
     try:
         if not await guard.fetchval("SELECT pg_try_advisory_lock($1)", REBUILD_GUARD_LOCK):
             raise RebuildError("another rebuild-projections is running against this database")
+        owner = True
         await _create_shadow(guard)
         spans = await kafka_spans(settings)
         total = sum(s.end - s.begin for s in spans)
@@ -888,6 +978,8 @@ async def rebuild_projections(
                 if options.swap:
                     await take_write_lock(conn)
                 lock_at = time.perf_counter()
+                if options.swap:
+                    timings["lock_wait"] = lock_at - t
                 live = await live_positions(conn, topics)  # verify: this statement fixes the snapshot
                 db = await _raw(conn)
                 await catch_up.to(db, live)
@@ -898,8 +990,8 @@ async def rebuild_projections(
                 }
                 t_cmp = time.perf_counter()
                 tables = (
-                    await compare_table(db, "offers", SHADOW_OFFERS, OFFER_COLUMNS, "offer_id", options.samples),
-                    await compare_table(db, "deal_events", SHADOW_EVENTS, EVENT_COLUMNS, "event_id", options.samples),
+                    await compare_table(db, OFFERS_SPEC, options.samples),
+                    await compare_table(db, EVENTS_SPEC, options.samples),
                 )
                 timings["compare"] = time.perf_counter() - t_cmp
                 identical = all(c.identical for c in tables)
@@ -938,13 +1030,14 @@ async def rebuild_projections(
             await catch_up.close()
         await engine.dispose()
         try:
-            await drop_shadow(guard)
+            if owner:  # never the shadow tables of the run that holds the guard
+                await drop_shadow(guard)
         finally:
             await guard.close()  # also releases the guard lock
 
 
 async def _follow_live(
-    engine: Any,
+    engine: AsyncEngine,
     db: asyncpg.Connection,
     catch_up: _CatchUp,
     state: ReadResult,
@@ -962,3 +1055,11 @@ async def _follow_live(
         if not lagging or time.monotonic() >= deadline:
             return
         await asyncio.sleep(0.2)
+
+
+if __name__ == "__main__":
+    # Run the function of the module under its real name, so what is pickled back to the
+    # parent is projections.rebuild.ReadResult, not __main__.ReadResult.
+    from projections.rebuild import _reader_main as reader_main
+
+    reader_main()
