@@ -15,6 +15,7 @@ import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
 
 from aiokafka.errors import KafkaError
 from sqlalchemy.exc import DBAPIError, OperationalError
@@ -58,6 +59,19 @@ def derived_event_id(cause_event_id: str, topic: str) -> str:
     """Deterministic id for an event caused by another, so a redelivered cause re-publishes
     the *same* event and every consumer can drop the duplicate."""
     return str(uuid.uuid5(uuid.NAMESPACE_URL, f"spacemusic:{cause_event_id}:{topic}"))
+
+
+def caused_by(cause: Event, topic: str, now: datetime) -> dict[str, Any]:
+    """The envelope of an event caused by ``cause``: same offer, creator and correlation,
+    an id derived from the cause (see ``derived_event_id``)."""
+    return {
+        "event_id": derived_event_id(cause.event_id, topic),
+        "offer_id": cause.offer_id,
+        "creator_id": cause.creator_id,
+        "occurred_at": now,
+        "correlation_id": cause.correlation_id,
+        "causation_id": cause.event_id,
+    }
 
 
 Handler = Callable[[Event, RawMessage], Awaitable[None]]

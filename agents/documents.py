@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from agents.consume import Consumer, RawMessage, derived_event_id, from_faust
+from agents.consume import Consumer, RawMessage, caused_by, from_faust
 from infra.documents import produce_receipt, produce_termsheet
 from infra.logging import get_logger
 from models.documents import ReceiptData, TermsheetData
@@ -69,12 +69,7 @@ def register(app) -> None:  # type: ignore[no-untyped-def]
             stored = await produce_termsheet(app.resources.documents, termsheet_data(event, name))
             await app.resources.publisher.publish(
                 TermsheetGenerated(
-                    event_id=derived_event_id(event.event_id, TermsheetGenerated.TOPIC),
-                    offer_id=event.offer_id,
-                    creator_id=event.creator_id,
-                    occurred_at=datetime.now(UTC),
-                    correlation_id=event.correlation_id,
-                    causation_id=event.event_id,
+                    **caused_by(event, TermsheetGenerated.TOPIC, datetime.now(UTC)),
                     document_key=stored.key,
                     sha256=stored.sha256,
                     size_bytes=stored.size_bytes,
@@ -115,12 +110,7 @@ def register(app) -> None:  # type: ignore[no-untyped-def]
             stored = await produce_receipt(app.resources.documents, data)
             await app.resources.publisher.publish(
                 ReceiptGenerated(
-                    event_id=derived_event_id(event.event_id, ReceiptGenerated.TOPIC),
-                    offer_id=event.offer_id,
-                    creator_id=event.creator_id,
-                    occurred_at=datetime.now(UTC),
-                    correlation_id=event.correlation_id,
-                    causation_id=event.event_id,
+                    **caused_by(event, ReceiptGenerated.TOPIC, datetime.now(UTC)),
                     payout_id=event.payout_id,
                     document_key=stored.key,
                     sha256=stored.sha256,

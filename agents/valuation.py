@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from agents.consume import Consumer, RawMessage, derived_event_id, from_faust
+from agents.consume import Consumer, RawMessage, caused_by, from_faust
 from infra.metrics import VALUATIONS
 from models.events import Event, OfferCreated, OfferValuated, ValuationOutcome
 from models.pricing import Valuation, value_catalog
@@ -16,12 +16,7 @@ def valuate(offer: OfferCreated, now: datetime) -> OfferValuated:
     """Pure: the valuation event for an offer (the same cause always gives the same id)."""
     result = value_catalog(offer.royalty_history)
     common = {
-        "event_id": derived_event_id(offer.event_id, OfferValuated.TOPIC),
-        "offer_id": offer.offer_id,
-        "creator_id": offer.creator_id,
-        "occurred_at": now,
-        "correlation_id": offer.correlation_id,
-        "causation_id": offer.event_id,
+        **caused_by(offer, OfferValuated.TOPIC, now),
         "currency": offer.currency,
         "model_version": result.model_version,
         "months_considered": result.months_considered,

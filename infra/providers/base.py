@@ -13,7 +13,8 @@ import enum
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any, Protocol, runtime_checkable
+from types import TracebackType
+from typing import Any, Protocol, Self, runtime_checkable
 
 import httpx
 
@@ -122,6 +123,25 @@ class PayoutProvider(Protocol):
         it (safe to retry the same provider with the same idempotency key). A result with
         status UNKNOWN: the lookup itself could not complete; ask again later."""
         ...
+
+
+class OwnedHttpClient:
+    """Closes the httpx client an adapter created itself (never one it was handed)."""
+
+    _client: httpx.AsyncClient
+    _owns_client: bool
+
+    async def aclose(self) -> None:
+        if self._owns_client:
+            await self._client.aclose()
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.aclose()
 
 
 # --- helpers shared by the adapters ------------------------------------------------------

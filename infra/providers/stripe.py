@@ -7,13 +7,13 @@ also the `transfer_group`, which is what `lookup` lists by.
 
 from __future__ import annotations
 
-from types import TracebackType
 from typing import Any
 
 import httpx
 
 from infra.logging import get_logger
 from infra.providers.base import (
+    OwnedHttpClient,
     StripeDestination,
     TransferRequest,
     TransferResult,
@@ -54,7 +54,7 @@ def needs_fresh_key(result: TransferResult) -> bool:
     return result.status is TransferStatus.UNKNOWN and reason.startswith("http_5")
 
 
-class StripeClient:
+class StripeClient(OwnedHttpClient):
     name = PROVIDER
 
     def __init__(
@@ -81,18 +81,6 @@ class StripeClient:
 
     def __repr__(self) -> str:
         return f"StripeClient(base_url={self._base_url!r})"
-
-    async def aclose(self) -> None:
-        if self._owns_client:
-            await self._client.aclose()
-
-    async def __aenter__(self) -> StripeClient:
-        return self
-
-    async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        await self.aclose()
 
     async def transfer(self, req: TransferRequest) -> TransferResult:
         if not isinstance(req.destination, StripeDestination):

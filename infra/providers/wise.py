@@ -12,13 +12,13 @@ from __future__ import annotations
 import json
 import uuid
 from decimal import Decimal
-from types import TracebackType
 from typing import Any
 
 import httpx
 
 from infra.logging import get_logger
 from infra.providers.base import (
+    OwnedHttpClient,
     TransferRequest,
     TransferResult,
     WiseDestination,
@@ -61,7 +61,7 @@ class _StepFailed(Exception):
         self.result = result
 
 
-class WiseClient:
+class WiseClient(OwnedHttpClient):
     name = PROVIDER
 
     def __init__(
@@ -94,18 +94,6 @@ class WiseClient:
 
     def __repr__(self) -> str:
         return f"WiseClient(base_url={self._base_url!r}, profile_id={self._profile_id})"
-
-    async def aclose(self) -> None:
-        if self._owns_client:
-            await self._client.aclose()
-
-    async def __aenter__(self) -> WiseClient:
-        return self
-
-    async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        await self.aclose()
 
     # --- the contract ---------------------------------------------------------------------
 
