@@ -23,14 +23,19 @@ async def end_offsets(settings: Settings, logical_topic: str) -> dict[int, int]:
 
 
 async def read_all(settings: Settings, logical_topic: str) -> list[ConsumerRecord]:
-    consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap_servers, enable_auto_commit=False)
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=settings.kafka_bootstrap_servers, enable_auto_commit=False, auto_offset_reset="earliest"
+    )
     await consumer.start()
     try:
         topic = settings.topic(logical_topic)
         partitions = [TopicPartition(topic, p) for p in range(settings.topic_partitions)]
         consumer.assign(partitions)
         ends = await consumer.end_offsets(partitions)
-        await consumer.seek_to_beginning(*partitions)
+        # An explicit seek: aiokafka's seek_to_beginning can lose a race with the reset
+        # that assign() starts in the background and leave the position at the end.
+        for tp, begin in (await consumer.beginning_offsets(partitions)).items():
+            consumer.seek(tp, begin)
         records: list[ConsumerRecord] = []
         remaining = {tp for tp, end in ends.items() if end > 0}
         deadline = asyncio.get_running_loop().time() + 30
