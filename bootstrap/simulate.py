@@ -50,28 +50,74 @@ ARTISTS = [
 ]
 
 
-async def ensure_creators(client: httpx.AsyncClient, pool: list[str], rng: random.Random) -> None:
-    """The simulated creators exist before their offers (409 means already there)."""
+SIM_IBAN = "DE89370400440532013000"  # the standard example IBAN: valid checksum, no real account
+
+
+async def ensure_creators(client: httpx.AsyncClient, pool: dict[str, str], rng: random.Random) -> dict[str, str]:
+    """The simulated creators exist, each with a payout recipient in its home currency
+    (409 on the creator means it is already there). Returns creator id -> recipient id."""
+    recipients: dict[str, str] = {}
     while True:
         try:
-            for creator_id in pool:
+            for creator_id, currency in pool.items():
                 name = f"{rng.choice(ARTISTS)} #{creator_id[:4]}"
                 response = await client.post("/creators", json={"creator_id": creator_id, "display_name": name})
                 if response.status_code not in (201, 409):
                     console.print(
                         f"[yellow]creator {creator_id}: {response.status_code} {response.text[:200]}[/yellow]"
                     )
-            return
+                    continue
+                shown = (await client.get(f"/creators/{creator_id}")).json()
+                existing = [r for r in shown.get("recipients", []) if r["currency"] == currency]
+                if existing:
+                    recipients[creator_id] = existing[0]["recipient_id"]
+                    continue
+                added = await client.post(
+                    f"/creators/{creator_id}/recipients",
+                    json={
+                        "currency": currency,
+                        "stripe_account_id": f"acct_sim{creator_id.replace('-', '')[:12]}",
+                        "bank_account": {"holder_name": shown["display_name"], "iban": SIM_IBAN},
+                    },
+                )
+                if added.status_code == 429:  # recipient creation is rate limited per caller
+                    await asyncio.sleep(float(added.headers.get("Retry-After", "6")))
+                    raise httpx.TransportError("rate limited; starting the pass again")
+                if added.status_code == 201:
+                    recipients[creator_id] = added.json()["recipient_id"]
+            return recipients
         except httpx.HTTPError as exc:
             console.print(f"[yellow]waiting for the web app: {exc}[/yellow]")
             await asyncio.sleep(2)
+
+
+async def advance(client: httpx.AsyncClient, plans: dict[str, dict], recipients: dict[str, str]) -> None:
+    """Move simulated offers on like a creator and an operator would: accept most term
+    sheets, request payout for most accepted offers."""
+    for offer_id, plan in list(plans.items())[:20]:
+        deal = (await client.get(f"/offers/{offer_id}")).json()
+        status = deal.get("status")
+        if status == "termsheet_issued" and plan["accept"]:
+            await client.post(f"/offers/{offer_id}/accept")
+        elif status == "accepted" and plan["pay"] and plan["creator_id"] in recipients:
+            await client.post(
+                f"/offers/{offer_id}/payout",
+                json={"recipient_id": recipients[plan["creator_id"]]},
+                headers={"Idempotency-Key": f"simulate-{offer_id}"},
+            )
+        elif (
+            status in ("paid", "payout_failed", "valuation_failed")
+            or (status == "termsheet_issued" and not plan["accept"])
+            or (status == "accepted" and not plan["pay"])
+        ):
+            plans.pop(offer_id)
 
 
 @click.command()
 @click.option("--url", default="http://127.0.0.1:8080", show_default=True, help="Base URL of the web app.")
 @click.option("--rate", default=1.0, show_default=True, help="Offers per second.")
 @click.option("--count", default=0, show_default=True, help="Stop after this many offers (0: run until Ctrl-C).")
-@click.option("--creators", default=25, show_default=True, help="Size of the simulated creator pool.")
+@click.option("--creators", default=8, show_default=True, help="Size of the simulated creator pool.")
 @click.option("--seed", default=None, type=int, help="Random seed for a reproducible run.")
 @click.option(
     "--token",
@@ -80,7 +126,8 @@ async def ensure_creators(client: httpx.AsyncClient, pool: list[str], rng: rando
     help="Bearer token (default in dev: one minted by the dev identity provider).",
 )
 def simulate(url: str, rate: float, count: int, creators: int, seed: int | None, token: str | None) -> None:
-    """Post realistic offers to POST /offers so deals move on the SSE stream."""
+    """Post realistic offers, accept most term sheets and pay most accepted offers, so
+    deals move through the whole lifecycle on the SSE stream and the admin page."""
     if token is None:
         settings = load_settings()
         if not settings.is_dev:
@@ -88,24 +135,36 @@ def simulate(url: str, rate: float, count: int, creators: int, seed: int | None,
         token = mint_token(settings, "dev|simulator", [ADMIN])
     headers = {"Authorization": f"Bearer {token}"}
     rng = random.Random(seed)
-    pool = [str(uuid.UUID(int=rng.getrandbits(128), version=4)) for _ in range(creators)]
     currencies = ["EUR", "EUR", "USD", "GBP"]
+    pool = {str(uuid.UUID(int=rng.getrandbits(128), version=4)): rng.choice(currencies) for _ in range(creators)}
 
     async def go() -> None:
         sent = 0
         async with httpx.AsyncClient(base_url=url, timeout=10, headers=headers) as client:
-            await ensure_creators(client, pool, rng)
-            while count == 0 or sent < count:
+            recipients = await ensure_creators(client, pool, rng)
+            plans: dict[str, dict] = {}
+            while count == 0 or sent < count or plans:
+                creator_id = rng.choice(list(pool))
                 body = {
-                    "creator_id": rng.choice(pool),
-                    "currency": rng.choice(currencies),
+                    "creator_id": creator_id,
+                    "currency": pool[creator_id],
                     "royalty_history": realistic_history(rng, rng.randint(6, 36)),
                 }
                 try:
+                    await advance(client, plans, recipients)
+                    if count and sent >= count:
+                        await asyncio.sleep(1)
+                        continue
                     response = await client.post("/offers", json=body)
                     if response.status_code == 202:
                         sent += 1
-                        console.print(f"[green]offer {response.json()['offer_id']}[/green] ({sent})")
+                        offer_id = response.json()["offer_id"]
+                        plans[offer_id] = {
+                            "creator_id": creator_id,
+                            "accept": rng.random() < 0.8,
+                            "pay": rng.random() < 0.85,
+                        }
+                        console.print(f"[green]offer {offer_id}[/green] ({sent})")
                     else:
                         console.print(f"[yellow]{response.status_code}[/yellow] {response.text[:200]}")
                 except httpx.HTTPError as exc:
