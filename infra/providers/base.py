@@ -144,6 +144,29 @@ class OwnedHttpClient:
         await self.aclose()
 
 
+def log_transfer_outcome(log: Any, result: TransferResult) -> TransferResult:
+    """The one log line per transfer call: outcome fields only, never request details."""
+    log.info(
+        "provider_transfer_finished",
+        status=str(result.status),
+        definite=result.definite,
+        reference=result.reference,
+        failure_reason=result.failure_reason,
+    )
+    return result
+
+
+def log_lookup_outcome(log: Any, result: TransferResult | None) -> TransferResult | None:
+    log.info(
+        "provider_lookup_finished",
+        found=result is not None,
+        status=str(result.status) if result else None,
+        reference=result.reference if result else None,
+        failure_reason=result.failure_reason if result else None,
+    )
+    return result
+
+
 # --- helpers shared by the adapters ------------------------------------------------------
 
 _MAX_RETRY_AFTER_SECONDS = 5.0

@@ -19,6 +19,8 @@ from infra.providers.base import (
     TransferResult,
     TransferStatus,
     json_or_none,
+    log_lookup_outcome,
+    log_transfer_outcome,
     send_with_rate_limit_retry,
 )
 from models.money import CURRENCY_EXPONENTS
@@ -117,14 +119,7 @@ class StripeClient(OwnedHttpClient):
         else:
             result = classify_transfer_response(response)
             log = log.bind(http_status=response.status_code)
-        log.info(
-            "provider_transfer_finished",
-            status=str(result.status),
-            definite=result.definite,
-            reference=result.reference,
-            failure_reason=result.failure_reason,
-        )
-        return result
+        return log_transfer_outcome(log, result)
 
     async def lookup(self, req: TransferRequest) -> TransferResult | None:
         log = self._log.bind(provider=PROVIDER, payout_id=req.payout_id)
@@ -146,14 +141,7 @@ class StripeClient(OwnedHttpClient):
         else:
             result = classify_lookup_response(response)
             log = log.bind(http_status=response.status_code)
-        log.info(
-            "provider_lookup_finished",
-            found=result is not None,
-            status=str(result.status) if result else None,
-            reference=result.reference if result else None,
-            failure_reason=result.failure_reason if result else None,
-        )
-        return result
+        return log_lookup_outcome(log, result)
 
 
 def classify_transfer_response(response: httpx.Response) -> TransferResult:

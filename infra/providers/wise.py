@@ -23,6 +23,8 @@ from infra.providers.base import (
     TransferResult,
     WiseDestination,
     json_or_none,
+    log_lookup_outcome,
+    log_transfer_outcome,
     send_with_rate_limit_retry,
 )
 from models.money import CURRENCY_EXPONENTS
@@ -105,14 +107,7 @@ class WiseClient(OwnedHttpClient):
             result = await self._settle(transfer)
         except _StepFailed as failed:
             result = failed.result
-        log.info(
-            "provider_transfer_finished",
-            status=str(result.status),
-            definite=result.definite,
-            reference=result.reference,
-            failure_reason=result.failure_reason,
-        )
-        return result
+        return log_transfer_outcome(log, result)
 
     async def lookup(self, req: TransferRequest) -> TransferResult | None:
         """Wise's transfer list cannot filter by customerTransactionId, so we look up the
@@ -129,14 +124,7 @@ class WiseClient(OwnedHttpClient):
         else:
             # Created but never funded: nothing moved, and `transfer` will fund this very one.
             result = None if transfer.get("status") == _AWAITING_FUNDS else _classify_existing(transfer)
-        log.info(
-            "provider_lookup_finished",
-            found=result is not None,
-            status=str(result.status) if result else None,
-            reference=result.reference if result else None,
-            failure_reason=result.failure_reason if result else None,
-        )
-        return result
+        return log_lookup_outcome(log, result)
 
     # --- steps ----------------------------------------------------------------------------
 
