@@ -19,8 +19,8 @@ from models.events import (
     TermsheetGenerated,
     ValuationOutcome,
 )
-from projections.creators import get_creator, get_recipient
-from projections.payout_store import get_payout
+from state.creators import get_creator, get_recipient
+from state.payouts import get_payout
 
 log = get_logger(__name__)
 TERMSHEET_VALIDITY = timedelta(days=30)

@@ -36,9 +36,10 @@ from models.events import Event, PayoutCompleted, PayoutRequested, PayoutStatus
 from models.events import PayoutProvider as ProviderName
 from models.ledger import payout_posting
 from models.payout import Action, PayoutPhase, ProviderVerdict, after, next_action
-from projections import payout_store as store
-from projections.creators import get_recipient
-from projections.ledger import post
+from projections.queries import offer_pricing
+from state import payouts as store
+from state.creators import get_recipient
+from state.ledger import post
 
 AGENT = "payouts"
 log = get_logger(__name__)
@@ -108,7 +109,7 @@ class PayoutRunner:
         PAYOUT_DURATION.labels(outcome=final["phase"]).observe(time.monotonic() - started)
 
     async def _refusal(self, conn: Any, requested: PayoutRequested) -> str | None:
-        offer = await store.offer_pricing(conn, requested.offer_id)
+        offer = await offer_pricing(conn, requested.offer_id)
         if offer is None:
             return "offer_not_found"
         if offer["valuation_median_minor"] is None:

@@ -10,16 +10,16 @@ from __future__ import annotations
 
 import click
 
-from agents.commands.admin import migrate, schemas, topics
-from agents.commands.deadletters import deadletters
-from agents.commands.deal import deal
-from agents.commands.ledger import ledger
-from agents.commands.rebuild import rebuild_projections
-from agents.commands.replay import replay
-from agents.commands.services import faust_cli, worker
-from bootstrap.simulate import simulate
-from web.auth.dev_idp import dev_token
-from web.command import web_command
+from bootstrap.commands.deadletters import deadletters
+from bootstrap.commands.deal import deal
+from bootstrap.commands.devtoken import dev_token
+from bootstrap.commands.ledger import ledger
+from bootstrap.commands.rebuild import rebuild_projections
+from bootstrap.commands.replay import replay
+from bootstrap.commands.setup import migrate, schemas, topics
+from bootstrap.commands.simulate import simulate
+from bootstrap.commands.web import web_command
+from bootstrap.commands.worker import faust_cli, worker
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})

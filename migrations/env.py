@@ -10,9 +10,10 @@ from alembic import context
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import create_async_engine
 
-import projections.accounts  # noqa: F401 - registers the plain tables on the metadata
-import projections.ledger  # noqa: F401 - registers the ledger tables on the metadata
-from projections.tables import metadata
+import projections.tables  # noqa: F401 - the read models
+import state.ledger  # noqa: F401 - registers the owned-state tables on the metadata
+import state.tables  # noqa: F401
+from infra.sql import metadata
 
 config = context.config
 if config.config_file_name is not None and config.attributes.get("configure_logger", True):

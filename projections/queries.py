@@ -69,3 +69,22 @@ async def changes_after(
 
 async def latest_change_seq(conn: AsyncConnection) -> int:
     return int(await conn.scalar(select(func.coalesce(func.max(deal_changes.c.seq), 0))) or 0)
+
+
+async def offer_pricing(conn: AsyncConnection, offer_id: str) -> dict[str, Any] | None:
+    row = (
+        (
+            await conn.execute(
+                select(
+                    offers.c.offer_id,
+                    offers.c.creator_id,
+                    offers.c.currency,
+                    offers.c.valuation_median_minor,
+                    offers.c.advance_minor,
+                ).where(offers.c.offer_id == offer_id)
+            )
+        )
+        .mappings()
+        .first()
+    )
+    return dict(row) if row else None

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Mapping
-from datetime import datetime
 from typing import Any
 
+from infra.sql import jsonable
 from models.deal import Deal
 
 DEAL_FIELDS = tuple(f.name for f in dataclasses.fields(Deal))
@@ -20,16 +20,6 @@ def deal_to_row(deal: Deal) -> dict[str, Any]:
 
 def row_to_deal(row: Mapping[str, Any]) -> Deal:
     return Deal(**{name: row[name] for name in DEAL_FIELDS if name in row})
-
-
-def jsonable(value: Any) -> Any:
-    if isinstance(value, datetime):
-        return value.isoformat()
-    if isinstance(value, dict):
-        return {k: jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [jsonable(v) for v in value]
-    return value
 
 
 def deal_json(row: Mapping[str, Any]) -> dict[str, Any]:

@@ -10,7 +10,7 @@ from aiohttp import web
 
 from infra.logging import get_logger
 from models.iban import is_valid_iban, mask_account, mask_iban, mask_name, normalize_iban
-from projections.creators import get_creator, insert_creator, insert_recipient, list_recipients
+from state.creators import get_creator, insert_creator, insert_recipient, list_recipients
 from web.auth.permissions import visible_to
 from web.errors import ValidationFailed
 from web.keys import ENGINE, VAULT

@@ -16,9 +16,9 @@ from infra.logging import get_logger
 from models.deal import DealStatus
 from models.events import OfferAccepted, PayoutRequested
 from models.payout import payout_id_for
-from projections.creators import get_recipient
-from projections.idempotency import lock_key, request_fingerprint, store_response, stored_response
 from projections.queries import get_deal
+from state.creators import get_recipient
+from state.idempotency import lock_key, request_fingerprint, store_response, stored_response
 from web.auth.permissions import PRINCIPAL, visible_to
 from web.deals import _offer_id
 from web.errors import ValidationFailed, json_error

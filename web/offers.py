@@ -11,7 +11,7 @@ from aiohttp import web
 from infra.avro import RegistryUnavailable
 from infra.logging import get_logger
 from models.events import OfferCreated
-from projections.creators import creator_exists
+from state.creators import creator_exists
 from web.auth.permissions import visible_to
 from web.errors import ValidationFailed, json_error
 from web.keys import ENGINE, PUBLISHER

@@ -26,7 +26,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from infra.db import create_engine
 from infra.settings import Settings
 from models.ledger import CREATOR_ADVANCES_RECEIVABLE, Posting, balances, payout_posting
-from projections.ledger import check_ledger, offer_ledger, post
+from state.ledger import check_ledger, offer_ledger, post
 from tests.stack import REPO, run_cli
 
 AT = datetime(2026, 11, 26, 12, 30, tzinfo=UTC)
@@ -392,7 +392,9 @@ def _ledger_cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[
     env = {**env, "COLUMNS": "200"}  # rich wraps at 80 columns when not on a terminal
     if "ledger" in cli.commands:
         return run_cli(env, "ledger", *args, check=False)
-    code = "import sys; from agents.commands.ledger import ledger; ledger(sys.argv[1:], prog_name='spacemusic ledger')"
+    code = (
+        "import sys; from bootstrap.commands.ledger import ledger; ledger(sys.argv[1:], prog_name='spacemusic ledger')"
+    )
     return subprocess.run(
         [sys.executable, "-c", code, *args], env=env, cwd=REPO, capture_output=True, text=True, timeout=120
     )

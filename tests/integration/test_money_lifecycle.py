@@ -8,7 +8,7 @@ import hashlib
 from sqlalchemy import func, select
 
 from infra.documents import DocumentStore
-from projections.ledger import check_ledger, ledger_entries
+from state.ledger import check_ledger, ledger_entries
 from tests.money import HOLDER, IBAN, STRIPE_ACCOUNT, accepted_offer, onboard, request_payout, wait_status
 from tests.sse import SseStream
 

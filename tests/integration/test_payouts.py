@@ -22,9 +22,9 @@ from infra.db import create_engine
 from infra.settings import Settings
 from models.events import PayoutRequested
 from models.payout import payout_id_for
-from projections.accounts import payout_attempts, payouts
-from projections.ledger import check_ledger, ledger_transactions
 from projections.tables import offers
+from state.ledger import check_ledger, ledger_transactions
+from state.tables import payout_attempts, payouts
 from tests.conftest import drop_stack_env, prepare_stack_env
 from tests.fakes.providers import ProviderFake
 from tests.kafka_util import read_all

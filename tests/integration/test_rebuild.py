@@ -27,8 +27,8 @@ from click.testing import CliRunner
 from sqlalchemy import func, select, text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from agents.commands.rebuild import rebuild_projections as rebuild_command
 from agents.projector import AGENT as PROJECTOR_AGENT
+from bootstrap.commands.rebuild import rebuild_projections as rebuild_command
 from infra.avro import event_to_record, record_to_event
 from infra.db import create_engine
 from infra.kafka import EventPublisher, all_logical_topics
@@ -46,9 +46,9 @@ from models.events import (
 )
 from models.payout import payout_id_for
 from projections import rebuild
-from projections.accounts import payout_attempts, payouts
 from projections.rows import jsonable
 from projections.tables import deal_changes, deal_events, offers
+from state.tables import payout_attempts, payouts
 from tests.conftest import drop_stack_env, prepare_stack_env
 from tests.kafka_util import end_offsets
 from tests.money import onboard

@@ -34,14 +34,14 @@ class Ran:
 
 
 async def run_command(env: dict[str, str], command: str, *args: str, timeout: float = 120) -> Ran:
-    """Run a click command of agents.commands.<module> in its own process, as
+    """Run a click command of bootstrap.commands.<module> in its own process, as
     `spacemusic <command>` would (stdout and stderr kept apart)."""
     module, name = {
         "replay": ("replay", "replay"),
         "deadletters": ("deadletters", "deadletters"),
         "deal": ("deal", "deal"),
     }[command]
-    code = f"from agents.commands.{module} import {name}; {name}(prog_name='spacemusic {command}')"
+    code = f"from bootstrap.commands.{module} import {name}; {name}(prog_name='spacemusic {command}')"
     proc = await asyncio.create_subprocess_exec(
         PYTHON,
         "-c",

@@ -10,7 +10,7 @@ from sqlalchemy import select, text
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from projections.accounts import api_idempotency
+from state.tables import api_idempotency
 
 
 def request_fingerprint(payload: Any) -> str:

@@ -25,8 +25,7 @@ import click
 from rich.console import Console
 from rich.table import Table
 
-from agents.commands.common import load_settings, run
-from agents.commands.replay import (
+from bootstrap.commands.replay import (
     ISO_TIME,
     Decoder,
     ProgressReporter,
@@ -34,6 +33,7 @@ from agents.commands.replay import (
     json_value,
     uuid_option,
 )
+from bootstrap.commands.support import load_settings, run
 from infra.avro import DecodeError, RegistryCodec, RegistryUnavailable, codec_from_settings
 from infra.kafka import EventPublisher
 from infra.settings import Settings

@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 from aiohttp import web
 
-from infra.cli import load_settings, run
+from bootstrap.commands.support import load_settings, run
 from infra.logging import get_logger
 from infra.readiness import wait_for_dependencies
 from web.app import create_app

@@ -8,8 +8,8 @@ from sqlalchemy import insert, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from projections.accounts import creators, payout_recipients
-from projections.rows import jsonable
+from infra.sql import jsonable
+from state.tables import creators, payout_recipients
 
 
 async def creator_exists(conn: AsyncConnection, creator_id: str) -> bool:

@@ -22,8 +22,7 @@ from rich.panel import Panel
 from rich.table import Table
 from sqlalchemy import select
 
-from agents.commands.common import load_settings, run
-from agents.commands.replay import (
+from bootstrap.commands.replay import (
     ISO_TIME,
     Decoder,
     ProgressReporter,
@@ -31,6 +30,7 @@ from agents.commands.replay import (
     json_value,
     uuid_option,
 )
+from bootstrap.commands.support import load_settings, run
 from infra.avro import RegistryUnavailable, codec_from_settings, event_to_record, record_to_event
 from infra.db import create_engine
 from infra.settings import Settings

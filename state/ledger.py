@@ -30,9 +30,8 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import UUID, insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from infra.sql import TS, jsonable, metadata
 from models.ledger import ACCOUNT_PATTERN, Direction, Posting, validate_posting
-from projections.rows import jsonable
-from projections.tables import TS, metadata
 
 ledger_transactions = Table(
     "ledger_transactions",

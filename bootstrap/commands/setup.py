@@ -8,7 +8,7 @@ import click
 from rich.console import Console
 from rich.table import Table
 
-from agents.commands.common import load_settings, run
+from bootstrap.commands.support import load_settings, run
 from infra.avro import RegistryCodec, codec_from_settings
 from infra.kafka import all_logical_topics, ensure_topics, list_topics
 from infra.settings import REPO_ROOT, Settings

@@ -25,7 +25,7 @@ from rich.table import Table
 from rich.text import Text
 from sqlalchemy.exc import SQLAlchemyError
 
-from agents.commands.common import load_settings, run
+from bootstrap.commands.support import load_settings, run
 from projections import rebuild as machinery
 
 EXIT_IDENTICAL = 0

@@ -8,8 +8,7 @@ from sqlalchemy import func, select, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from projections.accounts import payout_attempts, payouts
-from projections.tables import offers
+from state.tables import payout_attempts, payouts
 
 
 async def get_payout(conn: AsyncConnection, payout_id: str, *, lock: bool = False) -> dict[str, Any] | None:
@@ -82,22 +81,3 @@ async def attempt_reasons(conn: AsyncConnection, payout_id: str) -> list[str]:
         .order_by(payout_attempts.c.attempt_id)
     )
     return [f"{provider.lower()}: {reason}" for provider, reason in rows]
-
-
-async def offer_pricing(conn: AsyncConnection, offer_id: str) -> dict[str, Any] | None:
-    row = (
-        (
-            await conn.execute(
-                select(
-                    offers.c.offer_id,
-                    offers.c.creator_id,
-                    offers.c.currency,
-                    offers.c.valuation_median_minor,
-                    offers.c.advance_minor,
-                ).where(offers.c.offer_id == offer_id)
-            )
-        )
-        .mappings()
-        .first()
-    )
-    return dict(row) if row else None

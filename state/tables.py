@@ -1,4 +1,4 @@
-"""Plain tables beside the projections: creators, encrypted payout recipients, the payout
+"""Owned state, which the event log cannot rebuild: creators, encrypted payout recipients, the payout
 state machine with its provider attempts, and API idempotency records."""
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects.postgresql import JSONB, UUID
 
-from projections.tables import TS, metadata
+from infra.sql import TS, metadata
 
 ID = UUID(as_uuid=False)
 

@@ -35,7 +35,7 @@ from rich.table import Table
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from agents.commands.common import load_settings, run
+from bootstrap.commands.support import load_settings, run
 from infra.avro import (
     DecodeError,
     RegistryCodec,

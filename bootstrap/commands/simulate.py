@@ -10,7 +10,7 @@ import click
 import httpx
 from rich.console import Console
 
-from infra.cli import load_settings, run
+from bootstrap.commands.support import load_settings, run
 from web.auth import ADMIN, mint_token
 
 console = Console(stderr=True)

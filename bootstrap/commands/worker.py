@@ -9,7 +9,7 @@ import faust
 from prometheus_client import start_http_server
 
 from agents.app import ROLES, create_app
-from infra.cli import load_settings, run
+from bootstrap.commands.support import load_settings, run
 from infra.logging import get_logger
 from infra.readiness import wait_for_dependencies
 

@@ -8,11 +8,11 @@ import click
 from rich.console import Console
 from rich.table import Table
 
-from agents.commands.common import load_settings, run
+from bootstrap.commands.support import load_settings, run
 from infra.db import create_engine
 from infra.settings import Settings
 from models.money import CURRENCY_EXPONENTS, Money
-from projections.ledger import AccountBalance, LedgerReport, account_balances, check_ledger
+from state.ledger import AccountBalance, LedgerReport, account_balances, check_ledger
 
 console = Console()
 

@@ -1,1 +1,0 @@
-"""Subcommands of the `spacemusic` command line, one module per concern."""

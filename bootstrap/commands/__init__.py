@@ -1,0 +1,1 @@
+"""The `spacemusic` subcommands, one module per command group; shared options in ``support``."""
