@@ -70,11 +70,13 @@ class SpaceMusicApp(faust.App):
         stripe = wise = None
         if settings.stripe_api_key:
             stripe = await stack.enter_async_context(
-                StripeClient(settings.stripe_api_base, settings.stripe_api_key, timeout)
+                StripeClient(settings.stripe_api_base, settings.stripe_api_key.get_secret_value(), timeout)
             )
         if settings.wise_token and settings.wise_profile_id:
             wise = await stack.enter_async_context(
-                WiseClient(settings.wise_api_base, settings.wise_token, settings.wise_profile_id, timeout)
+                WiseClient(
+                    settings.wise_api_base, settings.wise_token.get_secret_value(), settings.wise_profile_id, timeout
+                )
             )
         self._resources = Resources(
             settings, codec, publisher, engine, RecipientVault.from_settings(settings), documents, stripe, wise

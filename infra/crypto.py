@@ -21,7 +21,7 @@ class RecipientVault:
 
     @classmethod
     def from_settings(cls, settings: Settings) -> RecipientVault:
-        return cls(settings.recipient_encryption_key)
+        return cls(settings.recipient_encryption_key.get_secret_value())
 
     def seal(self, details: dict[str, Any]) -> bytes:
         return self._fernet.encrypt(json.dumps(details, sort_keys=True).encode())

@@ -2,15 +2,11 @@
 
 from __future__ import annotations
 
-import asyncio
-
 import asyncpg
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
-from infra.logging import get_logger
+from infra.retry import STARTUP, retry
 from infra.settings import Settings
-
-log = get_logger(__name__)
 
 
 def create_engine(settings: Settings, pool_size: int = 5) -> AsyncEngine:
@@ -18,17 +14,17 @@ def create_engine(settings: Settings, pool_size: int = 5) -> AsyncEngine:
 
 
 async def wait_for_postgres(settings: Settings, timeout: float) -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    delay = 0.5
-    while True:
-        try:
-            conn = await asyncpg.connect(settings.asyncpg_dsn, timeout=5)
-            await conn.close()
-            return
-        except (TimeoutError, OSError, asyncpg.PostgresError) as exc:
-            if loop.time() >= deadline:
-                raise TimeoutError(f"Postgres not ready after {timeout:.0f}s: {exc}") from exc
-            log.warning("postgres_not_ready", error=type(exc).__name__, retry_in=delay)
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, 5.0)
+    async def connect() -> None:
+        conn = await asyncpg.connect(settings.asyncpg_dsn, timeout=5)
+        await conn.close()
+
+    try:
+        await retry(
+            STARTUP,
+            connect,
+            what="postgres",
+            retry_on=(TimeoutError, OSError, asyncpg.PostgresError),
+            deadline_seconds=timeout,
+        )
+    except (TimeoutError, OSError, asyncpg.PostgresError) as exc:
+        raise TimeoutError(f"Postgres not ready after {timeout:.0f}s: {exc}") from exc

@@ -208,7 +208,9 @@ def flags_from_settings(settings: Settings, *, start_wait: float = 5.0, poll_int
     ``await flags.start()`` does, off the event loop."""
     if settings.launchdarkly_sdk_key:
         return SdkFlags(
-            launchdarkly_config(settings.launchdarkly_sdk_key), source="launchdarkly", start_wait=start_wait
+            launchdarkly_config(settings.launchdarkly_sdk_key.get_secret_value()),
+            source="launchdarkly",
+            start_wait=start_wait,
         )
     path = settings.flags_file
     return SdkFlags(

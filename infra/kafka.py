@@ -3,7 +3,6 @@ start-up wait that keeps a process retrying while the broker is not there yet.""
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Iterable, Sequence
 
 from aiokafka import AIOKafkaProducer
@@ -13,6 +12,7 @@ from aiokafka.errors import KafkaConnectionError, KafkaError, TopicAlreadyExists
 from infra.avro import RegistryCodec
 from infra.logging import get_logger
 from infra.metrics import EVENTS_PUBLISHED
+from infra.retry import STARTUP, retry
 from infra.settings import Settings
 from models.events import DEADLETTER_TOPIC, LIFECYCLE_EVENTS, DeadLetter, Event
 
@@ -104,22 +104,28 @@ async def list_topics(settings: Settings) -> list[str]:
         await admin.close()
 
 
+class TopicsMissing(RuntimeError):
+    """The broker answers but our topics are not created yet (`spacemusic topics create`)."""
+
+
 async def wait_for_kafka(settings: Settings, timeout: float, topics: Sequence[str] = ()) -> None:
     """Retry with backoff until the broker answers (and the topics exist), or give up."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    delay = 0.5
-    while True:
-        try:
-            present = set(await list_topics(settings))
-            missing = [settings.topic(t) for t in topics if settings.topic(t) not in present]
-            if not missing:
-                return
-            reason = f"topics missing: {', '.join(missing)}"
-        except (KafkaConnectionError, KafkaError, OSError) as exc:
-            reason = f"{type(exc).__name__}: {exc}"
-        if loop.time() >= deadline:
-            raise TimeoutError(f"Kafka at {settings.kafka_bootstrap_servers} not ready after {timeout:.0f}s ({reason})")
-        log.warning("kafka_not_ready", reason=reason, retry_in=delay)
-        await asyncio.sleep(delay)
-        delay = min(delay * 2, 5.0)
+
+    async def check() -> None:
+        present = set(await list_topics(settings))
+        missing = [settings.topic(t) for t in topics if settings.topic(t) not in present]
+        if missing:
+            raise TopicsMissing(f"topics missing: {', '.join(missing)}")
+
+    try:
+        await retry(
+            STARTUP,
+            check,
+            what="kafka",
+            retry_on=(KafkaConnectionError, KafkaError, OSError, TopicsMissing),
+            deadline_seconds=timeout,
+        )
+    except (KafkaError, OSError, TopicsMissing) as exc:
+        raise TimeoutError(
+            f"Kafka at {settings.kafka_bootstrap_servers} not ready after {timeout:.0f}s ({type(exc).__name__}: {exc})"
+        ) from exc

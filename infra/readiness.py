@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import asyncio
+import httpx
+from schema_registry.client.errors import ClientError
 
-from infra.avro import codec_from_settings
+from infra.avro import RegistryUnavailable, codec_from_settings
 from infra.db import wait_for_postgres
 from infra.kafka import all_logical_topics, wait_for_kafka
-from infra.logging import get_logger
+from infra.retry import STARTUP, retry
 from infra.settings import Settings
-
-log = get_logger(__name__)
 
 
 async def wait_for_dependencies(settings: Settings) -> None:
@@ -19,14 +18,11 @@ async def wait_for_dependencies(settings: Settings) -> None:
     await wait_for_postgres(settings, timeout)
     await wait_for_kafka(settings, timeout, topics=all_logical_topics())
     codec = codec_from_settings(settings)
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while True:
-        try:
-            await codec.register_all()
-            return
-        except Exception as exc:  # noqa: BLE001 - registry not there yet
-            if loop.time() >= deadline:
-                raise
-            log.warning("registry_not_ready", error=type(exc).__name__)
-            await asyncio.sleep(2)
+    await retry(
+        STARTUP,
+        codec.register_all,
+        what="registry",
+        # A registry still booting answers 5xx (ClientError) before it answers properly.
+        retry_on=(RegistryUnavailable, ClientError, httpx.HTTPError, OSError),
+        deadline_seconds=timeout,
+    )

@@ -1,33 +1,60 @@
 """The one settings object, read from the environment by entry points only.
 
-A required setting that is missing fails fast with a message naming every missing
-variable, so a misconfigured process dies at start-up instead of half-working.
+Every field is declared once; its environment variable is the field name in upper case
+(``web_port`` <- ``WEB_PORT``) unless the field names another (``env`` <- ``SPACEMUSIC_ENV``).
+Secrets are ``SecretStr``: they print as ``**********`` in reprs, logs and tracebacks and
+are unwrapped only where an adapter needs them. A required setting that is missing fails
+fast with a message naming every missing variable, so a misconfigured process dies at
+start-up instead of half-working.
+
+``Settings(...)`` takes only what it is given (tests build one field by field);
+``Settings.from_env()`` is how entry points read the environment.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Mapping
+from contextvars import ContextVar
 from pathlib import Path
+from typing import Annotated, Any
+
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, PydanticBaseSettingsSource, SettingsConfigDict
+from pydantic_settings.sources import EnvSettingsSource
+from pydantic_settings.sources.utils import parse_env_vars
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
+
+# The environment `from_env` reads for the duration of one construction (a mapping, so
+# tests can pass theirs without touching os.environ).
+_ENVIRON: ContextVar[Mapping[str, str] | None] = ContextVar("spacemusic_settings_environ", default=None)
 
 
 class SettingsError(RuntimeError):
     """Configuration is missing or malformed; the message says which variable and why."""
 
 
-def _redact(value: str) -> str:
-    return "***" if value else ""
+class _MappingEnvSource(EnvSettingsSource):
+    """pydantic-settings' environment source, over a given mapping instead of os.environ."""
+
+    def __init__(self, settings_cls: type[BaseSettings], environ: Mapping[str, str]) -> None:
+        self._environ = environ
+        super().__init__(settings_cls)
+
+    def _load_env_vars(self) -> Mapping[str, str | None]:
+        return parse_env_vars(self._environ, self.case_sensitive, self.env_ignore_empty, self.env_parse_none_str)
 
 
-@dataclass(frozen=True)
-class Settings:
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        frozen=True, extra="ignore", env_ignore_empty=True, populate_by_name=True, case_sensitive=False
+    )
+
     kafka_bootstrap_servers: str
     schema_registry_url: str
-    database_url: str
-    env: str = "prod"
+    database_url: SecretStr  # carries the database password
+    env: str = Field("prod", validation_alias="SPACEMUSIC_ENV")
     topic_namespace: str = ""
     topic_partitions: int = 3
     topic_replication_factor: int = 1
@@ -43,20 +70,54 @@ class Settings:
     s3_endpoint_url: str | None = None
     s3_bucket: str = "spacemusic-documents"
     stripe_api_base: str = "https://api.stripe.com"
-    stripe_api_key: str = field(default="", repr=False)
+    stripe_api_key: SecretStr = SecretStr("")
     wise_api_base: str = "https://api.transferwise.com"
-    wise_token: str = field(default="", repr=False)
+    wise_token: SecretStr = SecretStr("")
     wise_profile_id: str = ""
-    recipient_encryption_key: str = field(default="", repr=False)
+    recipient_encryption_key: SecretStr = SecretStr("")
     payout_provider_timeout_seconds: float = 10.0
     oidc_issuer: str = ""
     oidc_audience: str = "https://api.spacemusic.local"
     oidc_jwks_url: str = ""
-    oidc_algorithms: tuple[str, ...] = ("RS256",)
+    oidc_algorithms: Annotated[tuple[str, ...], NoDecode] = ("RS256",)
     dev_idp_key_path: Path = REPO_ROOT / ".local" / "dev-idp" / "signing-key.pem"
-    session_secret: str = field(default="", repr=False)
+    session_secret: SecretStr = SecretStr("")
     flags_file: Path = REPO_ROOT / "infra" / "local" / "flags.json"
-    launchdarkly_sdk_key: str = field(default="", repr=False)
+    launchdarkly_sdk_key: SecretStr = SecretStr("")
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        environ = _ENVIRON.get()
+        if environ is None:
+            return (init_settings,)
+        return (init_settings, _MappingEnvSource(settings_cls, environ))
+
+    @field_validator("oidc_algorithms", mode="before")
+    @classmethod
+    def _comma_separated(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return tuple(a.strip() for a in value.split(",") if a.strip())
+        return value
+
+    @field_validator("database_url")
+    @classmethod
+    def _postgres_url(cls, value: SecretStr) -> SecretStr:
+        if not value.get_secret_value().startswith(("postgresql+asyncpg://", "postgresql://", "postgres://")):
+            raise ValueError("must be a postgresql:// URL")
+        return value
+
+    @model_validator(mode="after")
+    def _schema_dir_exists(self) -> Settings:
+        if not self.schema_dir.is_dir():
+            raise ValueError(f"SCHEMA_DIR {self.schema_dir} is not a directory")
+        return self
 
     def topic(self, name: str) -> str:
         """The physical topic for a logical one (tests isolate themselves with a namespace)."""
@@ -67,7 +128,7 @@ class Settings:
 
     @property
     def sqlalchemy_url(self) -> str:
-        url = self.database_url
+        url = self.database_url.get_secret_value()
         for prefix in ("postgresql+asyncpg://", "postgresql://", "postgres://"):
             if url.startswith(prefix):
                 return "postgresql+asyncpg://" + url[len(prefix) :]
@@ -81,67 +142,25 @@ class Settings:
     def is_dev(self) -> bool:
         return self.env == "dev"
 
+    def replace(self, **changes: Any) -> Settings:
+        """A copy with some fields changed, validated like the original."""
+        return type(self)(**{**self.model_dump(), **changes})
+
+    @classmethod
+    def env_var(cls, field: str) -> str:
+        """The environment variable a field is read from."""
+        alias = cls.model_fields[field].validation_alias
+        return alias if isinstance(alias, str) else field.upper()
+
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
-        env = os.environ if environ is None else environ
-        required = {
-            "kafka_bootstrap_servers": "KAFKA_BOOTSTRAP_SERVERS",
-            "schema_registry_url": "SCHEMA_REGISTRY_URL",
-            "database_url": "DATABASE_URL",
-        }
-        missing = [var for var in required.values() if not env.get(var)]
-        if missing:
-            raise SettingsError(
-                "missing required setting(s): "
-                + ", ".join(missing)
-                + " (set them in the environment; `make run` loads infra/local/dev.env)"
-            )
-        values: dict[str, object] = {attr: env[var] for attr, var in required.items()}
-        optional: dict[str, tuple[str, Callable[[str], object]]] = {
-            "env": ("SPACEMUSIC_ENV", str),
-            "topic_namespace": ("TOPIC_NAMESPACE", str),
-            "topic_partitions": ("TOPIC_PARTITIONS", int),
-            "topic_replication_factor": ("TOPIC_REPLICATION_FACTOR", int),
-            "consumer_group_prefix": ("CONSUMER_GROUP_PREFIX", str),
-            "schema_dir": ("SCHEMA_DIR", Path),
-            "web_host": ("WEB_HOST", str),
-            "web_port": ("WEB_PORT", int),
-            "sse_heartbeat_seconds": ("SSE_HEARTBEAT_SECONDS", float),
-            "log_level": ("LOG_LEVEL", str),
-            "metrics_host": ("METRICS_HOST", str),
-            "metrics_port": ("METRICS_PORT", int),
-            "startup_retry_seconds": ("STARTUP_RETRY_SECONDS", float),
-            "s3_endpoint_url": ("S3_ENDPOINT_URL", str),
-            "s3_bucket": ("S3_BUCKET", str),
-            "stripe_api_base": ("STRIPE_API_BASE", str),
-            "stripe_api_key": ("STRIPE_API_KEY", str),
-            "wise_api_base": ("WISE_API_BASE", str),
-            "wise_token": ("WISE_TOKEN", str),
-            "wise_profile_id": ("WISE_PROFILE_ID", str),
-            "recipient_encryption_key": ("RECIPIENT_ENCRYPTION_KEY", str),
-            "payout_provider_timeout_seconds": ("PAYOUT_PROVIDER_TIMEOUT_SECONDS", float),
-            "oidc_issuer": ("OIDC_ISSUER", str),
-            "oidc_audience": ("OIDC_AUDIENCE", str),
-            "oidc_jwks_url": ("OIDC_JWKS_URL", str),
-            "oidc_algorithms": ("OIDC_ALGORITHMS", lambda raw: tuple(a.strip() for a in raw.split(",") if a.strip())),
-            "dev_idp_key_path": ("DEV_IDP_KEY_PATH", Path),
-            "session_secret": ("SESSION_SECRET", str),
-            "flags_file": ("FLAGS_FILE", Path),
-            "launchdarkly_sdk_key": ("LAUNCHDARKLY_SDK_KEY", str),
-        }
-        for attr, (var, kind) in optional.items():
-            raw = env.get(var)
-            if raw is None or raw == "":
-                continue
-            try:
-                values[attr] = kind(raw)
-            except ValueError as exc:
-                raise SettingsError(f"{var}={raw!r} is not a valid {getattr(kind, '__name__', 'value')}") from exc
-        settings = cls(**values)  # type: ignore[arg-type]
-        if not settings.schema_dir.is_dir():
-            raise SettingsError(f"SCHEMA_DIR {settings.schema_dir} is not a directory")
-        _ = settings.sqlalchemy_url  # validates the URL scheme early
-        return settings
+        token = _ENVIRON.set(os.environ if environ is None else environ)
+        try:
+            return cls()
+        except ValidationError as exc:
+            raise SettingsError(_explain(exc)) from None
+        finally:
+            _ENVIRON.reset(token)
 
     def safe_summary(self) -> dict[str, object]:
         """What may be logged at start-up: no secrets, no credentials in URLs."""
@@ -151,7 +170,30 @@ class Settings:
             "registry": self.schema_registry_url,
             "database": self.asyncpg_dsn.split("@")[-1],
             "topic_namespace": self.topic_namespace,
-            "stripe_key": _redact(self.stripe_api_key),
-            "wise_token": _redact(self.wise_token),
+            "stripe_key": str(self.stripe_api_key) if self.stripe_api_key else "",
+            "wise_token": str(self.wise_token) if self.wise_token else "",
             "launchdarkly": "configured" if self.launchdarkly_sdk_key else "local flag file",
         }
+
+
+def _explain(exc: ValidationError) -> str:
+    missing: list[str] = []
+    malformed: list[str] = []
+    for error in exc.errors(include_input=False, include_url=False):
+        field = str(error["loc"][0]) if error["loc"] else ""
+        name = Settings.env_var(field) if field in Settings.model_fields else field.upper()
+        if error["type"] == "missing":
+            missing.append(name)
+        else:
+            # The message only: the input may be a secret.
+            malformed.append(f"{name}: {error['msg']}" if name else str(error["msg"]))
+    parts = []
+    if missing:
+        parts.append(
+            "missing required setting(s): "
+            + ", ".join(missing)
+            + " (set them in the environment; `make run` loads infra/local/dev.env)"
+        )
+    if malformed:
+        parts.append("invalid setting(s): " + "; ".join(malformed))
+    return "; ".join(parts)

@@ -18,6 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from infra.logging import get_logger
 from infra.metrics import PROJECTION_LAG
+from infra.retry import TRANSIENT_IO, retry
 from projections.projector import NOTIFY_CHANNEL
 from projections.queries import changes_after, latest_change_seq
 
@@ -88,22 +89,21 @@ class DealChangeFeed:
             self._listen_conn = None
 
     async def _run(self) -> None:
-        delay = 0.5
+        # The database going away is an outage to wait out: clients keep their sequence
+        # and catch up from Postgres once it is back.
         while True:
-            try:
-                await self._ensure_listener()
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), timeout=self._poll_interval)
-                self._wake.clear()
-                await self._drain()
-                delay = 0.5
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:  # the database went away: keep trying, clients keep their seq
-                log.warning("deal_feed_error", error=type(exc).__name__, detail=str(exc)[:200], retry_in=delay)
-                await self._close_listener()
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 10.0)
+            await retry(TRANSIENT_IO, self._wait_and_drain, what="deal_feed", retry_on=(Exception,))
+
+    async def _wait_and_drain(self) -> None:
+        try:
+            await self._ensure_listener()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), timeout=self._poll_interval)
+            self._wake.clear()
+            await self._drain()
+        except Exception:
+            await self._close_listener()
+            raise
 
     async def _drain(self) -> None:
         while True:

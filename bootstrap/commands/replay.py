@@ -13,7 +13,6 @@ registry unreachable) or when messages were selected but not one of them could b
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import enum
 import json
@@ -45,6 +44,7 @@ from infra.avro import (
 )
 from infra.db import create_engine
 from infra.kafka import EventPublisher, all_logical_topics
+from infra.retry import QUICK, retry
 from infra.settings import Settings
 from infra.topic_reader import RawRecord, ReadPlan, ReadSpec, TopicReader, TopicReadError, decode_record
 from models.errors import InvalidEvent
@@ -56,7 +56,7 @@ console = Console(stderr=True)
 
 REPLAY_HEADER = "replayed_from"
 LONG_RUN_RECORDS = 10_000  # above this a run reports progress even without a terminal
-REGISTRY_ATTEMPTS = 5
+REGISTRY_ATTEMPTS = QUICK.max_attempts
 
 
 # ---------------------------------------------------------------- shared with deal / deadletters
@@ -144,20 +144,19 @@ class Decoder:
         self.undecodable: Counter[str] = Counter()
 
     async def __call__(self, record: RawRecord) -> Event | DeadLetter | None:
-        attempt = 0
-        while True:
-            attempt += 1
-            try:
-                return await decode_record(self._codec, record)
-            except (DecodeError, InvalidEvent) as exc:
-                self.undecodable[record.topic] += 1
-                key = json.dumps(json_value(record.key))
-                click.echo(f"undecodable {record.position} key={key}: {type(exc).__name__}: {exc}", err=True)
-                return None
-            except RegistryUnavailable:
-                if attempt >= REGISTRY_ATTEMPTS:
-                    raise
-                await asyncio.sleep(0.5 * 2**attempt)
+        try:
+            return await retry(
+                QUICK,
+                lambda: decode_record(self._codec, record),
+                what="registry",
+                retry_on=(RegistryUnavailable,),
+                position=record.position,
+            )
+        except (DecodeError, InvalidEvent) as exc:
+            self.undecodable[record.topic] += 1
+            key = json.dumps(json_value(record.key))
+            click.echo(f"undecodable {record.position} key={key}: {type(exc).__name__}: {exc}", err=True)
+            return None
 
 
 class ProgressReporter:

@@ -8,7 +8,6 @@ before doing anything else.
 
 from __future__ import annotations
 
-import asyncio
 import enum
 import uuid
 from collections.abc import Awaitable, Callable
@@ -18,6 +17,7 @@ from typing import Any, Protocol, Self, runtime_checkable
 
 import httpx
 
+from infra.retry import RetryPolicy, retry
 from models.money import CURRENCY_EXPONENTS
 
 
@@ -172,29 +172,40 @@ def log_lookup_outcome(log: Any, result: TransferResult | None) -> TransferResul
 _MAX_RETRY_AFTER_SECONDS = 5.0
 
 
+class _RateLimited(Exception):
+    def __init__(self, response: httpx.Response) -> None:
+        super().__init__("429 Too Many Requests")
+        self.response = response
+
+
+def _retry_after(exc: BaseException) -> float | None:
+    if not isinstance(exc, _RateLimited):
+        return None
+    header = exc.response.headers.get("Retry-After")
+    try:
+        return float(header) if header is not None else None
+    except ValueError:
+        return None
+
+
 async def send_with_rate_limit_retry(
     send: Callable[[], Awaitable[httpx.Response]], *, max_retries: int, backoff_seconds: float
 ) -> httpx.Response:
     """Retry only 429: the provider did not process the request, so repeating it is always
     safe. Every other outcome goes back to the adapter to classify (a timeout or 5xx may have
     executed and must be reconciled by the caller, not blindly repeated here)."""
-    attempt = 0
-    while True:
+
+    async def once() -> httpx.Response:
         response = await send()
-        if response.status_code != 429 or attempt >= max_retries:
-            return response
-        attempt += 1
-        await asyncio.sleep(_retry_delay(response, attempt, backoff_seconds))
+        if response.status_code == 429:
+            raise _RateLimited(response)
+        return response
 
-
-def _retry_delay(response: httpx.Response, attempt: int, backoff_seconds: float) -> float:
-    header = response.headers.get("Retry-After")
-    if header is not None:
-        try:
-            return min(max(float(header), 0.0), _MAX_RETRY_AFTER_SECONDS)
-        except ValueError:
-            pass
-    return backoff_seconds * (2 ** (attempt - 1))
+    policy = RetryPolicy("provider_rate_limit", backoff_seconds, _MAX_RETRY_AFTER_SECONDS, max_attempts=max_retries + 1)
+    try:
+        return await retry(policy, once, what="provider_rate_limit", retry_on=(_RateLimited,), wait_hint=_retry_after)
+    except _RateLimited as limited:
+        return limited.response
 
 
 def json_or_none(response: httpx.Response) -> Any:

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import contextlib
 import re
-from dataclasses import replace
 
 import aiohttp
 from aiohttp.test_utils import TestClient, TestServer
@@ -247,7 +246,7 @@ async def test_outside_dev_the_page_asks_to_sign_in(settings, browser, tmp_path)
     from web.auth.tokens import Principal
     from web.middleware import json_errors, request_context
 
-    prod = replace(settings, env="prod", oidc_issuer=PROD_ISSUER, oidc_jwks_url=PROD_JWKS)
+    prod = settings.replace(env="prod", oidc_issuer=PROD_ISSUER, oidc_jwks_url=PROD_JWKS)
     key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     with respx.mock(assert_all_called=False) as mock:
         mock.get(PROD_JWKS).mock(return_value=httpx.Response(200, json={"keys": [public_jwk(key, "prod-1")]}))

@@ -10,7 +10,6 @@ import stat
 import time
 import uuid
 from collections.abc import AsyncIterator
-from dataclasses import replace
 from http.cookies import SimpleCookie
 from pathlib import Path
 from typing import Any
@@ -447,7 +446,7 @@ async def test_dev_idp_key_is_created_once_with_private_permissions(tmp_path: Pa
 
 @pytest.fixture
 def prod_settings(dev_settings: Settings) -> Settings:
-    return replace(dev_settings, env="prod", oidc_issuer=PROD_ISSUER, oidc_jwks_url=PROD_JWKS)
+    return dev_settings.replace(env="prod", oidc_issuer=PROD_ISSUER, oidc_jwks_url=PROD_JWKS)
 
 
 async def test_prod_has_no_dev_idp_and_verifies_against_the_remote_jwks(prod_settings: Settings) -> None:
@@ -469,7 +468,7 @@ async def test_prod_has_no_dev_idp_and_verifies_against_the_remote_jwks(prod_set
             good = sign(base_claims(iss=PROD_ISSUER, aud=AUDIENCE, permissions=[DEALS_READ]), key, "prod-1")
             assert (await client.get("/deals", headers=bearer(good))).status == 200
             # The dev IdP's tokens mean nothing in production.
-            dev = token(replace(prod_settings, env="dev", oidc_issuer=ISSUER), DEALS_READ)
+            dev = token(prod_settings.replace(env="dev", oidc_issuer=ISSUER), DEALS_READ)
             assert (await client.get("/deals", headers=bearer(dev))).status == 401
             exchange = await client.post("/auth/session", headers=bearer(good))
             cookie = set_cookies(exchange)["__Host-sm_session"]
@@ -494,11 +493,11 @@ async def test_an_undeclared_route_stops_the_app_from_starting(dev_settings: Set
 
 def test_weak_config_is_refused(dev_settings: Settings) -> None:
     with pytest.raises(ValueError):
-        setup_auth(web.Application(), replace(dev_settings, session_secret="short"))
+        setup_auth(web.Application(), dev_settings.replace(session_secret="short"))
     with pytest.raises(ValueError):
-        setup_auth(web.Application(), replace(dev_settings, oidc_algorithms=("RS256", "HS256")))
+        setup_auth(web.Application(), dev_settings.replace(oidc_algorithms=("RS256", "HS256")))
     with pytest.raises(RuntimeError):
-        setup_auth(web.Application(), replace(dev_settings, env="prod", oidc_issuer="", oidc_jwks_url=""))
+        setup_auth(web.Application(), dev_settings.replace(env="prod", oidc_issuer="", oidc_jwks_url=""))
 
 
 # --- the dev-token command ------------------------------------------------------------------------
@@ -509,7 +508,7 @@ def _cli_env(settings: Settings, env: str) -> dict[str, str]:
         "SPACEMUSIC_ENV": env,
         "KAFKA_BOOTSTRAP_SERVERS": settings.kafka_bootstrap_servers,
         "SCHEMA_REGISTRY_URL": settings.schema_registry_url,
-        "DATABASE_URL": settings.database_url,
+        "DATABASE_URL": settings.database_url.get_secret_value(),
         "OIDC_ISSUER": ISSUER,
         "OIDC_AUDIENCE": AUDIENCE,
         "DEV_IDP_KEY_PATH": str(settings.dev_idp_key_path),

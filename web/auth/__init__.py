@@ -95,8 +95,12 @@ def setup_auth(
     patterns = [*PUBLIC_ROUTES, *(DEV_PUBLIC_ROUTES if settings.is_dev else ()), *public_routes]
     state = AuthState(
         verifier=None,
-        tickets=SignedPrincipalCodec(settings.session_secret, "sse-ticket", TICKET_TTL_SECONDS, kind="ticket"),
-        sessions=SignedPrincipalCodec(settings.session_secret, "session", SESSION_TTL_SECONDS, kind="session"),
+        tickets=SignedPrincipalCodec(
+            settings.session_secret.get_secret_value(), "sse-ticket", TICKET_TTL_SECONDS, kind="ticket"
+        ),
+        sessions=SignedPrincipalCodec(
+            settings.session_secret.get_secret_value(), "session", SESSION_TTL_SECONDS, kind="session"
+        ),
         public=PublicRoutes(patterns),
         cookie_secure=not settings.is_dev,
     )
