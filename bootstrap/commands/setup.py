@@ -26,7 +26,12 @@ def _alembic_config(settings: Settings):  # type: ignore[no-untyped-def]
 
 
 @click.command()
-@click.option("--revision", default="head", show_default=True, help="Target revision.")
+@click.option(
+    "--revision",
+    default="heads",
+    show_default=True,
+    help="Target revision (heads: every branch; revisions of concurrent work may branch from one parent).",
+)
 @click.option("--downgrade", is_flag=True, help="Downgrade to --revision instead of upgrading.")
 def migrate(revision: str, downgrade: bool) -> None:
     """Apply the Alembic migrations (the Procfile's release step)."""
