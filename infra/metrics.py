@@ -34,3 +34,18 @@ PAYOUT_DURATION = Histogram(
 SSE_CLIENTS = Gauge("spacemusic_sse_clients", "Open SSE deal-stream connections in this process.")
 SSE_EVENTS_SENT = Counter("spacemusic_sse_events_sent_total", "Deal changes pushed to SSE clients.")
 PROJECTION_LAG = Gauge("spacemusic_projection_last_change_seq", "Highest change sequence this process has seen.")
+# Deployment signals (infra/deploy/): KEDA scales workers on lag, alerts page on stuck money.
+CONSUMER_LAG = Gauge(
+    "spacemusic_consumer_lag",
+    "Messages behind the log end, by consumer group, topic and partition.",
+    ["group", "topic", "partition"],
+)
+CONSUMER_LAG_SCRAPE_ERRORS = Counter(
+    "spacemusic_consumer_lag_errors_total", "Failed consumer-lag collections (the gauge then keeps its last value)."
+)
+PAYOUTS_PARKED = Gauge(
+    "spacemusic_payouts_parked", "Payouts parked in an unknown/parked phase awaiting reconciliation, by phase.", ["phase"]
+)
+PAYOUTS_PARKED_OLDEST_AGE = Gauge(
+    "spacemusic_payouts_parked_oldest_age_seconds", "Age of the oldest parked payout (0 when none are parked)."
+)

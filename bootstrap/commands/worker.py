@@ -3,17 +3,128 @@
 from __future__ import annotations
 
 import asyncio
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
 
 import click
 import faust
-from prometheus_client import start_http_server
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from agents.app import ROLES, create_app
+from agents.app import ROLES, SpaceMusicApp, create_app
 from bootstrap.commands.support import load_settings, run
+from infra.consumer_lag import ConsumerLagExporter
 from infra.logging import get_logger
 from infra.readiness import wait_for_dependencies
+from state.payout_metrics import export as export_parked_payouts
+from state.payout_metrics import parked_payouts
 
 log = get_logger(__name__)
+
+# The Faust event loop beats this often; /healthz fails once it has missed STALL_AFTER
+# seconds of beats, so a wedged loop (a blocking call, a deadlock) gets the pod restarted.
+HEARTBEAT_SECONDS = 5.0
+STALL_AFTER_SECONDS = 60.0
+LAG_INTERVAL_SECONDS = 15.0
+PARKED_INTERVAL_SECONDS = 30.0
+
+
+class WorkerHealth:
+    """What the probes read. Written from the Faust loop, read from the HTTP thread."""
+
+    def __init__(self) -> None:
+        self.started = time.monotonic()
+        self.last_beat: float | None = None  # None until the Faust app is running
+        self.assigned_once = False
+
+    def beat(self) -> None:
+        self.last_beat = time.monotonic()
+
+    def live(self) -> tuple[bool, str]:
+        # Before the app runs the process is waiting for its dependencies: alive (the
+        # startup probe gives that STARTUP_RETRY_SECONDS), just not ready.
+        if self.last_beat is None:
+            return True, "starting"
+        stalled = time.monotonic() - self.last_beat
+        if stalled > STALL_AFTER_SECONDS:
+            return False, f"event loop stalled for {stalled:.0f}s"
+        return True, "ok"
+
+    def ready(self) -> tuple[bool, str]:
+        live, why = self.live()
+        if not live:
+            return False, why
+        if self.last_beat is None:
+            return False, "waiting for dependencies"
+        # A replica beyond the partition count gets an empty assignment and is still ready:
+        # it is a warm standby the group hands partitions to when another member leaves.
+        if not self.assigned_once:
+            return False, "waiting for the consumer group assignment"
+        return True, "ok"
+
+
+def serve_probes(health: WorkerHealth, host: str, port: int) -> ThreadingHTTPServer:
+    """/healthz, /readyz and /metrics on one port, in a daemon thread (the Faust loop owns
+    the main thread and may be the thing that is stuck)."""
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
+            path = self.path.split("?", 1)[0]
+            if path == "/metrics":
+                self._send(200, generate_latest(), CONTENT_TYPE_LATEST)
+            elif path in ("/healthz", "/readyz"):
+                ok, why = (health.live if path == "/healthz" else health.ready)()
+                self._send(200 if ok else 503, (why + "\n").encode(), "text/plain; charset=utf-8")
+            else:
+                self._send(404, b"not found\n", "text/plain; charset=utf-8")
+
+        def _send(self, status: int, body: bytes, content_type: str) -> None:
+            self.send_response(status)
+            self.send_header("Content-Type", content_type)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, format: str, *args: Any) -> None:  # probes every few seconds: no access log
+            return
+
+    server = ThreadingHTTPServer((host, port), Handler)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, name="probes", daemon=True).start()
+    return server
+
+
+def attach_health(app: SpaceMusicApp, health: WorkerHealth, role: str) -> None:
+    """Heartbeat, assignment tracking and the periodic exporters, on the Faust loop."""
+
+    @app.timer(interval=HEARTBEAT_SECONDS)
+    async def _heartbeat() -> None:
+        health.beat()
+
+    @app.on_partitions_assigned.connect
+    async def _assigned(sender: object, assigned: set[Any], **_: Any) -> None:
+        health.beat()
+        health.assigned_once = True
+
+    topics = {t for agent in app.agents.values() for t in getattr(agent.channel, "topics", ())}
+    lag = ConsumerLagExporter(app.settings.kafka_bootstrap_servers, app.conf.id, topics, LAG_INTERVAL_SECONDS)
+
+    @app.task
+    async def _consumer_lag() -> None:
+        await lag.run()
+
+    if "payouts" in ROLES[role]:
+
+        @app.task
+        async def _parked_payouts() -> None:
+            # A task, not a timer: the first measurement is taken at start, not 30 s later.
+            while True:
+                try:
+                    export_parked_payouts(await parked_payouts(app.resources.engine))
+                except Exception as exc:  # the database may be briefly away; retried next round
+                    log.warning("parked_payouts_failed", error=f"{type(exc).__name__}: {exc}")
+                await asyncio.sleep(PARKED_INTERVAL_SECONDS)
 
 
 @click.command()
@@ -30,16 +141,19 @@ def worker(loglevel: str, role: str) -> None:
 
     Waits for Postgres, Kafka (and the offer.* topics) and the schema registry first,
     retrying with backoff up to STARTUP_RETRY_SECONDS, so a worker started before its
-    dependencies simply starts working once they are up.
+    dependencies simply starts working once they are up. With METRICS_PORT set, serves
+    /healthz (alive), /readyz (consuming) and /metrics on that port from the start.
     """
     settings = load_settings()
     log.info("worker_starting", role=role, **settings.safe_summary())
-    run(wait_for_dependencies(settings))
+    health = WorkerHealth()
     if settings.metrics_port:
-        # The worker has no web server of its own; Prometheus scrapes this one.
-        start_http_server(settings.metrics_port, addr=settings.metrics_host)
+        # Listening before the dependency wait so the startup probe sees a live process.
+        serve_probes(health, settings.metrics_host, settings.metrics_port)
         log.info("metrics_listening", host=settings.metrics_host, port=settings.metrics_port)
+    run(wait_for_dependencies(settings))
     app = create_app(settings, role)
+    attach_health(app, health, role)
     asyncio.set_event_loop(asyncio.new_event_loop())
     faust.Worker(app, loglevel=loglevel, quiet=True, override_logging=False).execute_from_commandline()
 
