@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 LOAD_ENV := source infra/local/load-env.sh;
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: help install stack-up stack-down stack-status stack-reset setup run worker web simulate test test-unit lint bench clean
+.PHONY: help install stack-up stack-down stack-status stack-reset setup run worker web simulate test test-unit lint schema-gate bench clean
 
 help: ## List the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-13s %s\n", $$1, $$2}'
@@ -49,6 +49,10 @@ lint: install ## ruff + import-linter (the layering contracts)
 	@$(BIN)/ruff check .
 	@$(BIN)/ruff format --check .
 	@$(BIN)/lint-imports
+	@$(MAKE) -s schema-gate
+
+schema-gate: ## Every schema/ file BACKWARD compatible with its released version (schema/released/)
+	@$(BIN)/python -m infra.schema_gate
 
 bench: setup ## Benchmarks under bench/ (print their figures)
 	@$(LOAD_ENV) for b in bench/*.py; do $(BIN)/python $$b || exit 1; done
