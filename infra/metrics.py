@@ -44,8 +44,15 @@ CONSUMER_LAG_SCRAPE_ERRORS = Counter(
     "spacemusic_consumer_lag_errors_total", "Failed consumer-lag collections (the gauge then keeps its last value)."
 )
 PAYOUTS_PARKED = Gauge(
-    "spacemusic_payouts_parked", "Payouts parked in an unknown/parked phase awaiting reconciliation, by phase.", ["phase"]
+    "spacemusic_payouts_parked",
+    "Payouts parked in an unknown/parked phase awaiting reconciliation, by phase.",
+    ["phase"],
 )
 PAYOUTS_PARKED_OLDEST_AGE = Gauge(
     "spacemusic_payouts_parked_oldest_age_seconds", "Age of the oldest parked payout (0 when none are parked)."
+)
+OFFER_TIME_TO_VALUED = Histogram(
+    "spacemusic_offer_time_to_valued_seconds",
+    "From the offer's POST (offer.created) to its valuation in the projection (the POST->valued SLO).",
+    buckets=(0.25, 0.5, 1, 2, 5, 10, 30, 60, 120, 300, 900),
 )

@@ -5,18 +5,22 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
+from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import click
 import faust
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from sqlalchemy import select
 
 from agents.app import ROLES, SpaceMusicApp, create_app
 from bootstrap.commands.support import load_settings, run
 from infra.consumer_lag import ConsumerLagExporter
 from infra.logging import get_logger
+from infra.metrics import OFFER_TIME_TO_VALUED
 from infra.readiness import wait_for_dependencies
+from projections.tables import offers
 from state.payout_metrics import export as export_parked_payouts
 from state.payout_metrics import parked_payouts
 
@@ -28,6 +32,7 @@ HEARTBEAT_SECONDS = 5.0
 STALL_AFTER_SECONDS = 60.0
 LAG_INTERVAL_SECONDS = 15.0
 PARKED_INTERVAL_SECONDS = 30.0
+VALUED_INTERVAL_SECONDS = 10.0
 
 
 class WorkerHealth:
@@ -114,6 +119,18 @@ def attach_health(app: SpaceMusicApp, health: WorkerHealth, role: str) -> None:
     async def _consumer_lag() -> None:
         await lag.run()
 
+    if "valuation" in ROLES[role]:
+
+        @app.task
+        async def _time_to_valued() -> None:
+            since = datetime.now(UTC)  # from start: history was observed by earlier processes
+            while True:
+                try:
+                    since = await observe_time_to_valued(app.resources.engine, since)
+                except Exception as exc:
+                    log.warning("time_to_valued_failed", error=f"{type(exc).__name__}: {exc}")
+                await asyncio.sleep(VALUED_INTERVAL_SECONDS)
+
     if "payouts" in ROLES[role]:
 
         @app.task
@@ -125,6 +142,27 @@ def attach_health(app: SpaceMusicApp, health: WorkerHealth, role: str) -> None:
                 except Exception as exc:  # the database may be briefly away; retried next round
                     log.warning("parked_payouts_failed", error=f"{type(exc).__name__}: {exc}")
                 await asyncio.sleep(PARKED_INTERVAL_SECONDS)
+
+
+async def observe_time_to_valued(engine: Any, since: datetime) -> datetime:
+    """Observe created->valued for offers valued after ``since``; returns the new watermark.
+
+    Measured from the projection (created_at is the POST's offer.created, valued_at the
+    valuation's time) because that is what a creator sees. Every pipeline replica observes
+    the same offers: quantiles are unaffected, rates are multiplied by the replica count.
+    """
+    query = (
+        select(offers.c.created_at, offers.c.valued_at)
+        .where(offers.c.valued_at > since, offers.c.created_at.is_not(None))
+        .order_by(offers.c.valued_at)
+        .limit(5000)
+    )
+    async with engine.connect() as conn:
+        rows = (await conn.execute(query)).all()
+    for created_at, valued_at in rows:
+        OFFER_TIME_TO_VALUED.observe(max(0.0, (valued_at - created_at).total_seconds()))
+        since = valued_at
+    return since
 
 
 @click.command()
