@@ -13,6 +13,7 @@ start-up instead of half-working.
 
 from __future__ import annotations
 
+import hashlib
 import os
 from collections.abc import Mapping
 from contextvars import ContextVar
@@ -156,11 +157,13 @@ class Settings(BaseSettings):
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
         token = _ENVIRON.set(os.environ if environ is None else environ)
         try:
-            return cls()
+            settings = cls()
         except ValidationError as exc:
             raise SettingsError(_explain(exc)) from None
         finally:
             _ENVIRON.reset(token)
+        refuse_dev_secrets(settings)
+        return settings
 
     def safe_summary(self) -> dict[str, object]:
         """What may be logged at start-up: no secrets, no credentials in URLs."""
@@ -174,6 +177,37 @@ class Settings(BaseSettings):
             "wise_token": str(self.wise_token) if self.wise_token else "",
             "launchdarkly": "configured" if self.launchdarkly_sdk_key else "local flag file",
         }
+
+
+# SHA-256 of the secrets committed in infra/local/dev.env (a test keeps these in step). They
+# are public, so outside dev a process that finds one of them refuses to start.
+_DEV_SECRET_SHA256: dict[str, frozenset[str]] = {
+    "session_secret": frozenset({"901e185c625390845d6f87cf5e527ad62d389c1dc0a6e63806287936077d0d12"}),
+    "recipient_encryption_key": frozenset({"86de64d470df3319423bd27a331a68e6330208b9416300a32f892fb32c4242d8"}),
+}
+DEV_IDP_PATH = "/dev-idp/"
+
+
+def refuse_dev_secrets(settings: Settings) -> None:
+    """Outside dev, start-up refuses the committed dev session secret, the dev encryption key
+    and the dev IdP's keys (an issuer or JWKS URL under /dev-idp/); the message names each
+    variable, never its value."""
+    if settings.is_dev:
+        return
+    found: list[str] = []
+    for field, digests in _DEV_SECRET_SHA256.items():
+        value = getattr(settings, field).get_secret_value()
+        if value and hashlib.sha256(value.encode()).hexdigest() in digests:
+            found.append(f"{Settings.env_var(field)} is the committed dev value from infra/local/dev.env")
+    for field in ("oidc_issuer", "oidc_jwks_url"):
+        if DEV_IDP_PATH in getattr(settings, field):
+            found.append(f"{Settings.env_var(field)} points at the dev IdP ({DEV_IDP_PATH})")
+    if found:
+        raise SettingsError(
+            f"refusing to start with SPACEMUSIC_ENV={settings.env}: "
+            + "; ".join(found)
+            + " (use real secrets from the deployment's Secret, or SPACEMUSIC_ENV=dev locally)"
+        )
 
 
 def _explain(exc: ValidationError) -> str:
