@@ -81,6 +81,12 @@ class Settings(BaseSettings):
     oidc_audience: str = "https://api.spacemusic.local"
     oidc_jwks_url: str = ""
     oidc_algorithms: Annotated[tuple[str, ...], NoDecode] = ("RS256",)
+    # OAuth scopes grant nothing unless mapped here: "scope=permission[ permission],..."
+    oidc_scope_permissions: str = ""
+    # The roles claim (a dotted path, e.g. realm_access.roles for Keycloak) and the role that
+    # must come with a creator id (a creator token without one is refused with 403).
+    oidc_roles_claim: str = "https://spacemusic.app/roles"
+    oidc_creator_role: str = "creator"
     dev_idp_key_path: Path = REPO_ROOT / ".local" / "dev-idp" / "signing-key.pem"
     session_secret: SecretStr = SecretStr("")
     flags_file: Path = REPO_ROOT / "infra" / "local" / "flags.json"

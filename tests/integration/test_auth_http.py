@@ -22,6 +22,7 @@ from aiohttp.test_utils import TestClient, TestServer
 from click.testing import CliRunner
 from cryptography.hazmat.primitives.asymmetric import rsa
 
+from bootstrap.commands.devtoken import dev_token
 from infra.settings import Settings
 from tests.unit.test_auth_tokens import base_claims, build_hostile_tokens, public_jwk, sign
 from web.auth import (
@@ -39,7 +40,7 @@ from web.auth import (
     setup_auth,
     visible_to,
 )
-from web.auth.dev_idp import DEV_IDP, DevIdpDisabled, dev_token, load_or_create_signing_key, mint_token
+from web.auth.dev_idp import DEV_IDP, DevIdpDisabled, load_or_create_signing_key, mint_token
 from web.auth.permissions import CREATORS_WRITE
 from web.auth.tokens import Principal
 from web.middleware import json_errors, request_context
@@ -526,3 +527,45 @@ async def test_dev_token_command_mints_a_token_the_app_accepts(client: TestClien
     refused = CliRunner().invoke(dev_token, ["--sub", "alice"], env=_cli_env(dev_settings, "prod"))
     assert refused.exit_code != 0
     assert "SPACEMUSIC_ENV=dev" in refused.output
+
+
+# --- fail closed (issue 11, point 4) ----------------------------------------------------------------
+
+
+def _signed_by_dev_idp(settings: Settings, **claims: Any) -> str:
+    import time as _time
+
+    import jwt as _jwt
+
+    from web.auth.dev_idp import DevIdp
+
+    idp = DevIdp.from_settings(settings)
+    now = int(_time.time())
+    body = {"iss": idp.issuer, "aud": settings.oidc_audience, "sub": "auth0|c", "iat": now, "exp": now + 300}
+    return _jwt.encode({**body, **claims}, idp._key, algorithm="RS256", headers={"kid": idp.kid})
+
+
+async def test_creator_role_without_creator_id_is_403_on_rest_and_sse(
+    client: TestClient, dev_settings: Settings
+) -> None:
+    from web.auth.tokens import DEFAULT_ROLES_CLAIM
+
+    unscoped = _signed_by_dev_idp(dev_settings, permissions=[DEALS_READ], **{DEFAULT_ROLES_CLAIM: ["creator"]})
+    for path in ("/deals", "/offers/events/deals"):
+        response = await client.get(path, headers=bearer(unscoped))
+        assert response.status == 403, path
+        assert await error_of(response) == "creator_without_id"
+    # and it cannot be laundered into a session cookie or a ticket
+    assert (await client.post("/auth/session", headers=bearer(unscoped))).status == 403
+    assert (await client.post("/auth/sse-ticket", headers=bearer(unscoped))).status == 403
+    # the dev IdP's own creator tokens carry the role and the id
+    scoped = token(dev_settings, DEALS_READ, creator_id=CREATOR_A)
+    assert (await (await client.get("/deals", headers=bearer(scoped))).json())["scope"] == CREATOR_A
+
+
+async def test_scope_admin_grants_nothing_on_rest_and_sse(client: TestClient, dev_settings: Settings) -> None:
+    sneaky = _signed_by_dev_idp(dev_settings, scope="openid admin deals:read")
+    for path in ("/deals", "/offers/events/deals"):
+        response = await client.get(path, headers=bearer(sneaky))
+        assert response.status == 403, path
+        assert await error_of(response) == "insufficient_permission"

@@ -34,7 +34,14 @@ from web.auth.permissions import (
     requires,
 )
 from web.auth.sessions import NonceStore, SignedPrincipalCodec
-from web.auth.tokens import CREATOR_CLAIM, AuthError, Principal, TokenVerifier
+from web.auth.tokens import (
+    CREATOR_CLAIM,
+    DEFAULT_ROLES_CLAIM,
+    AuthError,
+    Principal,
+    TokenVerifier,
+    parse_scope_permissions,
+)
 
 ISSUER = "https://tenant.example.auth0.com/"
 AUDIENCE = "https://api.spacemusic.test"
@@ -240,13 +247,50 @@ async def test_valid_token_gives_permissions_from_the_permissions_claim(
     assert principal.raw_claims["iss"] == ISSUER
 
 
-async def test_permissions_from_scope_and_permissions_are_merged(
-    verifier: TokenVerifier, keys: dict[str, rsa.RSAPrivateKey]
+async def test_scopes_grant_nothing_unless_a_setting_maps_them(
+    verifier: TokenVerifier, jwks: dict[str, Any], keys: dict[str, rsa.RSAPrivateKey]
 ) -> None:
-    token = sign(base_claims(permissions=_DROP, scope="openid deals:read  offers:write"), keys["a"], "key-a")
-    assert (await verifier.verify(token)).permissions == {"openid", DEALS_READ, OFFERS_WRITE}
-    token = sign(base_claims(permissions=[ADMIN], scope="deals:read"), keys["a"], "key-a")
-    assert (await verifier.verify(token)).permissions == {ADMIN, DEALS_READ}
+    token = sign(base_claims(permissions=_DROP, scope="openid admin deals:read offers:write"), keys["a"], "key-a")
+    assert (await verifier.verify(token)).permissions == frozenset()
+    token = sign(base_claims(permissions=[DEALS_READ], scope="admin"), keys["a"], "key-a")
+    assert (await verifier.verify(token)).permissions == {DEALS_READ}
+    mapping = parse_scope_permissions("read:deals=deals:read, ops=deals:read offers:write")
+    mapped = TokenVerifier(JwksCache.from_static(jwks), ISSUER, AUDIENCE, ["RS256"], scope_permissions=mapping)
+    token = sign(base_claims(permissions=_DROP, scope="openid read:deals admin"), keys["a"], "key-a")
+    assert (await mapped.verify(token)).permissions == {DEALS_READ}
+    token = sign(base_claims(permissions=[ADMIN], scope="ops"), keys["a"], "key-a")
+    assert (await mapped.verify(token)).permissions == {ADMIN, DEALS_READ, OFFERS_WRITE}
+
+
+@pytest.mark.parametrize("text", ["x=admin", "novalue", "=deals:read", "x="])
+def test_a_scope_mapping_to_admin_or_malformed_is_refused(text: str) -> None:
+    with pytest.raises(ValueError):
+        parse_scope_permissions(text)
+
+
+async def test_a_creator_role_without_a_creator_id_is_forbidden(
+    verifier: TokenVerifier, jwks: dict[str, Any], keys: dict[str, rsa.RSAPrivateKey]
+) -> None:
+    creator = str(uuid.uuid4())
+    token = sign(base_claims(**{DEFAULT_ROLES_CLAIM: ["creator"]}), keys["a"], "key-a")
+    with pytest.raises(AuthError) as caught:
+        await verifier.verify(token)
+    assert (caught.value.code, caught.value.status) == ("creator_without_id", 403)
+    scoped = sign(base_claims(**{DEFAULT_ROLES_CLAIM: ["creator"], CREATOR_CLAIM: creator}), keys["a"], "key-a")
+    assert creator_scope_for(await verifier.verify(scoped)) == creator
+    # Keycloak-style nested roles, by setting
+    keycloak = TokenVerifier(JwksCache.from_static(jwks), ISSUER, AUDIENCE, ["RS256"], roles_claim="realm_access.roles")
+    token = sign(base_claims(realm_access={"roles": ["offline_access", "creator"]}), keys["a"], "key-a")
+    with pytest.raises(AuthError, match="creator id"):
+        await keycloak.verify(token)
+    token = sign(base_claims(**{DEFAULT_ROLES_CLAIM: "creator"}), keys["a"], "key-a")
+    with pytest.raises(AuthError):
+        await verifier.verify(token)
+    token = sign(base_claims(**{DEFAULT_ROLES_CLAIM: [1]}), keys["a"], "key-a")
+    with pytest.raises(AuthError, match="roles claim"):
+        await verifier.verify(token)
+    staff = sign(base_claims(**{DEFAULT_ROLES_CLAIM: ["ops"]}), keys["a"], "key-a")
+    assert creator_scope_for(await verifier.verify(staff)) is None
 
 
 async def test_creator_claim_is_normalized(verifier: TokenVerifier, keys: dict[str, rsa.RSAPrivateKey]) -> None:

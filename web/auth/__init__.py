@@ -8,6 +8,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable, Iterable
+from typing import Any
 from urllib.parse import urlsplit
 
 import httpx
@@ -46,7 +47,7 @@ from web.auth.sessions import (
     SignedPrincipalCodec,
     add_session_routes,
 )
-from web.auth.tokens import AuthError, Principal, TokenVerifier, check_algorithms
+from web.auth.tokens import AuthError, Principal, TokenVerifier, check_algorithms, parse_scope_permissions
 from web.middleware import request_context
 
 log = get_logger(__name__)
@@ -112,13 +113,26 @@ def setup_auth(
         add_dev_idp_routes(app, idp, login_redirect=login_redirect)
         # Static keys: the process would otherwise fetch its own JWKS over HTTP from itself.
         state.verifier = TokenVerifier(
-            JwksCache.from_static(idp.jwks()), idp.issuer, settings.oidc_audience, settings.oidc_algorithms
+            JwksCache.from_static(idp.jwks()),
+            idp.issuer,
+            settings.oidc_audience,
+            settings.oidc_algorithms,
+            **verifier_options(settings),
         )
         log.info("auth_configured", mode="dev_idp", issuer=idp.issuer, kid=idp.kid)
     else:
         app.cleanup_ctx.append(_remote_verifier(settings, state))
         log.info("auth_configured", mode="jwks", issuer=settings.oidc_issuer, audience=settings.oidc_audience)
     app.on_startup.append(_check_routes_declared)
+
+
+def verifier_options(settings: Settings) -> dict[str, Any]:
+    """The fail-closed claim rules from settings (a bad scope mapping fails at setup)."""
+    return {
+        "scope_permissions": parse_scope_permissions(settings.oidc_scope_permissions),
+        "roles_claim": settings.oidc_roles_claim,
+        "creator_role": settings.oidc_creator_role,
+    }
 
 
 def jwks_url(settings: Settings) -> str:
@@ -132,11 +146,14 @@ def jwks_url(settings: Settings) -> str:
 
 def _remote_verifier(settings: Settings, state: AuthState) -> Callable[[web.Application], AsyncIterator[None]]:
     url = jwks_url(settings)  # fails at setup, not at the first request
+    options = verifier_options(settings)
 
     async def remote_verifier(_: web.Application) -> AsyncIterator[None]:
         async with httpx.AsyncClient(headers={"User-Agent": "spacemusic-web"}) as http:
             jwks = JwksCache(url, http)
-            state.verifier = TokenVerifier(jwks, settings.oidc_issuer, settings.oidc_audience, settings.oidc_algorithms)
+            state.verifier = TokenVerifier(
+                jwks, settings.oidc_issuer, settings.oidc_audience, settings.oidc_algorithms, **options
+            )
             if not await jwks.refresh():
                 log.warning("jwks_warmup_failed", url=url)
             yield

@@ -29,7 +29,13 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from infra.settings import Settings
 from web.auth.permissions import ALL_PERMISSIONS, DEALS_READ
 from web.auth.sessions import AUTH, set_session_cookie
-from web.auth.tokens import CREATOR_CLAIM, AuthError, normalize_creator_id
+from web.auth.tokens import (
+    CREATOR_CLAIM,
+    DEFAULT_CREATOR_ROLE,
+    DEFAULT_ROLES_CLAIM,
+    AuthError,
+    normalize_creator_id,
+)
 
 PREFIX = "/dev-idp"
 # What the login page's two identities get. A creator reads its own deals only.
@@ -124,6 +130,7 @@ class DevIdp:
         }
         if creator_id is not None:
             claims[CREATOR_CLAIM] = normalize_creator_id(creator_id)
+            claims[DEFAULT_ROLES_CLAIM] = [DEFAULT_CREATOR_ROLE]
         return jwt.encode(claims, self._key, algorithm="RS256", headers={"kid": self.kid, "typ": "JWT"})
 
 

@@ -68,8 +68,35 @@ def normalize_creator_id(value: object) -> str:
     return str(uuid.UUID(value))
 
 
-def permissions_from_claims(claims: Mapping[str, Any]) -> frozenset[str]:
-    """Auth0 RBAC puts a ``permissions`` list in the token; OAuth scopes are a string."""
+ADMIN_PERMISSION = "admin"
+DEFAULT_ROLES_CLAIM = "https://spacemusic.app/roles"
+DEFAULT_CREATOR_ROLE = "creator"
+
+
+def parse_scope_permissions(text: str) -> dict[str, frozenset[str]]:
+    """``OIDC_SCOPE_PERMISSIONS``: ``"read:deals=deals:read,ops=deals:read offers:write"``.
+
+    A scope is only a client's request; it grants what this mapping says and nothing else.
+    Mapping a scope to ``admin`` is refused: admin comes from RBAC permissions only."""
+    mapping: dict[str, frozenset[str]] = {}
+    for item in (part.strip() for part in text.split(",")):
+        if not item:
+            continue
+        scope, sep, granted = item.partition("=")
+        permissions = frozenset(granted.split())
+        if not sep or not scope.strip() or not permissions:
+            raise ValueError(f"OIDC_SCOPE_PERMISSIONS entries are scope=permission[ permission], got {item!r}")
+        if ADMIN_PERMISSION in permissions:
+            raise ValueError("OIDC_SCOPE_PERMISSIONS may not map a scope to admin")
+        mapping[scope.strip()] = permissions
+    return mapping
+
+
+def permissions_from_claims(
+    claims: Mapping[str, Any], scope_permissions: Mapping[str, frozenset[str]] | None = None
+) -> frozenset[str]:
+    """Auth0 RBAC puts a ``permissions`` list in the token. OAuth scopes (a string) grant only
+    what ``scope_permissions`` maps them to: without a mapping, ``scope: "admin"`` is nothing."""
     found: set[str] = set()
     permissions = claims.get("permissions")
     if permissions is not None:
@@ -80,8 +107,25 @@ def permissions_from_claims(claims: Mapping[str, Any]) -> frozenset[str]:
     if scope is not None:
         if not isinstance(scope, str):
             raise AuthError("invalid_token", "the scope claim must be a space-separated string")
-        found.update(scope.split())
+        for name in scope.split():
+            found.update((scope_permissions or {}).get(name, ()))
     return frozenset(p for p in found if p)
+
+
+def roles_from_claims(claims: Mapping[str, Any], roles_claim: str) -> frozenset[str]:
+    """The roles at ``roles_claim``: a claim name, or a dotted path (``realm_access.roles``)."""
+    value: Any = claims.get(roles_claim)
+    if value is None and "." in roles_claim and not roles_claim.startswith(("http://", "https://")):
+        value = claims
+        for part in roles_claim.split("."):
+            value = value.get(part) if isinstance(value, Mapping) else None
+    if value is None:
+        return frozenset()
+    if isinstance(value, str):
+        return frozenset(value.split())
+    if not isinstance(value, list) or not all(isinstance(r, str) for r in value):
+        raise AuthError("invalid_token", "the roles claim must be a list of strings")
+    return frozenset(value)
 
 
 class TokenVerifier:
@@ -93,6 +137,9 @@ class TokenVerifier:
         algorithms: Iterable[str],
         *,
         leeway: int = DEFAULT_LEEWAY_SECONDS,
+        scope_permissions: Mapping[str, frozenset[str]] | None = None,
+        roles_claim: str = DEFAULT_ROLES_CLAIM,
+        creator_role: str = DEFAULT_CREATOR_ROLE,
     ) -> None:
         allowed = check_algorithms(algorithms)
         if not issuer or not audience:
@@ -102,6 +149,9 @@ class TokenVerifier:
         self._audience = audience
         self._algorithms = allowed
         self._leeway = leeway
+        self._scope_permissions = dict(scope_permissions or {})
+        self._roles_claim = roles_claim
+        self._creator_role = creator_role
 
     async def verify(self, token: str) -> Principal:
         header = self._header(token)
@@ -186,9 +236,12 @@ class TokenVerifier:
                 creator_id = normalize_creator_id(claims[CREATOR_CLAIM])
             except ValueError as exc:
                 raise AuthError("invalid_token", "the creator_id claim must be a UUID") from exc
+        if creator_id is None and self._creator_role in roles_from_claims(claims, self._roles_claim):
+            # Fail closed: an unscoped creator would see every creator's deals.
+            raise AuthError("creator_without_id", "a creator token must carry the creator id claim", status=403)
         return Principal(
             subject=subject,
-            permissions=permissions_from_claims(claims),
+            permissions=permissions_from_claims(claims, self._scope_permissions),
             creator_id=creator_id,
             raw_claims=MappingProxyType(claims),
         )
