@@ -1,7 +1,8 @@
 """The Faust app: configuration from Settings, resources built when the app starts.
 
-Topics carry raw bytes; agents decode Avro themselves (see ``agents.consume``) so that an
-undecodable message becomes a dead letter instead of an exception inside Faust.
+Topics (declared once, ``agents.topics``) carry raw bytes; agents decode Avro themselves
+through the consume loop (``agents.consume``) so that an undecodable message becomes a dead
+letter instead of an exception inside Faust.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from typing import Any
 import faust
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from agents.topics import Topics, declare_topics
 from infra.avro import RegistryCodec, codec_from_settings
 from infra.crypto import RecipientVault
 from infra.db import create_engine
@@ -43,6 +45,7 @@ class SpaceMusicApp(faust.App):
     """A Faust app that owns the project's adapters for the lifetime of the worker."""
 
     settings: Settings
+    lifecycle_topics: Topics  # faust.App has its own `topics` (the conductor)
     _resources: Resources | None = None
     _exit_stack: contextlib.AsyncExitStack | None = None
 
@@ -126,6 +129,7 @@ def create_app(settings: Settings, role: str = "all", **overrides: Any) -> Space
         raise ValueError(f"unknown worker role {role!r}; one of {', '.join(ROLES)}")
     app = SpaceMusicApp(settings.consumer_group("workers" if role == "all" else f"workers-{role}"), **options)
     app.settings = settings
+    app.lifecycle_topics = declare_topics(app)
 
     @app.on_partitions_assigned.connect
     async def _log_assignment(sender: object, assigned: set[Any], **_: Any) -> None:

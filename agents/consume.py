@@ -1,35 +1,58 @@
-"""The consume harness every agent goes through.
+"""The consume loop every agent goes through: batches in, effects, acknowledgements out.
 
-decode -> validate -> handle, with three outcomes:
-  * undecodable / invalid input: parked in ``offer.deadletter`` with its origin, and the
-    agent moves on (never a crash, never silent loss);
-  * transient trouble (registry, broker or database unreachable): retried with backoff,
-    holding the partition, so nothing is acknowledged before its effects are durable;
-  * an unexpected handler error: retried a few times, then dead-lettered with its type.
+An agent's body is ``await consume(stream, consumer, handle_batch)``. Per batch:
+  * every message is decoded and validated; undecodable or invalid input is parked in
+    ``offer.deadletter`` with its origin and the agent moves on (never a crash, never
+    silent loss);
+  * the valid events go to the agent's batch handler, retried with backoff while the
+    trouble is transient (registry, broker or database unreachable);
+  * an unexpected handler error splits the batch: each event is retried a few times on
+    its own, then dead-lettered with its error type, so one poison event never holds
+    the others back;
+  * only then are the batch's messages acknowledged, so Faust commits an offset only
+    once its effects are durable (at-least-once in).
+
+Messages are read with acknowledgements off and acknowledged here, after the batch: a
+worker killed mid-batch commits nothing of it, and the next owner of the partition sees
+it again (the effects are idempotent, so that is harmless).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+import structlog
 from aiokafka.errors import KafkaError
 from sqlalchemy.exc import DBAPIError, OperationalError
 
 from infra.avro import DecodeError, RegistryUnavailable
 from infra.logging import get_logger
 from infra.metrics import APP_ERRORS, DEAD_LETTERS, EVENTS_CONSUMED
+from infra.retry import TRANSIENT_IO, RetryPolicy, retry
 from models.errors import InvalidEvent
 from models.events import EVENT_BY_TOPIC, DeadLetter, Event
 
 log = get_logger(__name__)
 
 UNEXPECTED_ERROR_ATTEMPTS = 3
+BATCH_MAX = 500
+BATCH_WITHIN_SECONDS = 0.05
 _TRANSIENT = (RegistryUnavailable, KafkaError, OperationalError, ConnectionError, OSError, asyncio.TimeoutError)
+# A handler bug or poison event: a few quick retries on its own before it is parked.
+_UNEXPECTED = RetryPolicy("unexpected_error", 0.2, 1.0, max_attempts=UNEXPECTED_ERROR_ATTEMPTS)
+
+
+def is_transient(exc: BaseException) -> bool:
+    """Trouble that goes away by itself: wait it out, holding the partition."""
+    if isinstance(exc, _TRANSIENT):
+        return True
+    return isinstance(exc, DBAPIError) and bool(exc.connection_invalidated)
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,6 +65,12 @@ class RawMessage:
     key: bytes | None
     value: bytes | None
     timestamp: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Decoded:
+    event: Event
+    message: RawMessage
 
 
 def from_faust(message: object) -> RawMessage:
@@ -74,7 +103,17 @@ def caused_by(cause: Event, topic: str, now: datetime) -> dict[str, Any]:
     }
 
 
+@contextlib.contextmanager
+def event_context(event: Event) -> Any:
+    """Every log line while handling ``event`` names its deal and correlation id."""
+    with structlog.contextvars.bound_contextvars(
+        correlation_id=event.correlation_id, offer_id=event.offer_id, event_id=event.event_id
+    ):
+        yield
+
+
 Handler = Callable[[Event, RawMessage], Awaitable[None]]
+BatchHandler = Callable[[Sequence[Decoded]], Awaitable[None]]
 
 
 class Consumer:
@@ -86,77 +125,88 @@ class Consumer:
     def logical_topic(self, physical: str) -> str:
         return physical.removeprefix(self._namespace)
 
+    # ------------------------------------------------------------ one message at a time
+
     async def process(self, message: RawMessage, handler: Handler) -> None:
+        """Decode one message and hand it to ``handler`` (dead letter if it cannot be)."""
+        decoded = await self.decode(message)
+        if decoded is None:
+            return
+        await self._handle_alone(decoded, lambda batch: handler(batch[0].event, batch[0].message))
+
+    # ------------------------------------------------------------ a batch at a time
+
+    async def process_batch(self, messages: Sequence[RawMessage], handler: BatchHandler) -> None:
+        """Decode a batch, hand the valid events to ``handler`` in one call; on an
+        unexpected error fall back to one event at a time."""
+        decoded = [d for d in [await self.decode(m) for m in messages] if d is not None]
+        if not decoded:
+            return
+        try:
+            await retry(TRANSIENT_IO, lambda: handler(decoded), what=f"{self.name}_batch", retry_on=is_transient)
+        except Exception as exc:  # not transient: find the event that causes it
+            log.warning("batch_failed_splitting", agent=self.name, error=type(exc).__name__, size=len(decoded))
+            for item in decoded:
+                await self._handle_alone(item, handler)
+            return
+        for item in decoded:
+            EVENTS_CONSUMED.labels(agent=self.name, topic=self.logical_topic(item.message.topic)).inc()
+
+    async def _handle_alone(self, item: Decoded, handler: BatchHandler) -> None:
+        message = item.message
+        with event_context(item.event):
+            try:
+                await retry(
+                    TRANSIENT_IO,
+                    lambda: retry(
+                        _UNEXPECTED,
+                        lambda: handler([item]),
+                        what=f"{self.name}_handler",
+                        retry_on=lambda exc: not is_transient(exc) and isinstance(exc, Exception),
+                        offset=message.offset,
+                    ),
+                    what=f"{self.name}_handler",
+                    retry_on=is_transient,
+                    topic=message.topic,
+                    partition=message.partition,
+                    offset=message.offset,
+                )
+            except Exception as exc:  # a bug or a poison event: bounded retries, then park it
+                APP_ERRORS.labels(component=self.name, reason=type(exc).__name__).inc()
+                log.error(
+                    "handler_failed",
+                    agent=self.name,
+                    error=type(exc).__name__,
+                    detail=str(exc)[:500],
+                    topic=message.topic,
+                    partition=message.partition,
+                    offset=message.offset,
+                )
+                await self.dead_letter(message, f"HandlerError:{type(exc).__name__}", str(exc))
+                return
+        EVENTS_CONSUMED.labels(agent=self.name, topic=self.logical_topic(message.topic)).inc()
+
+    # ------------------------------------------------------------ decoding and dead letters
+
+    async def decode(self, message: RawMessage) -> Decoded | None:
         topic = self.logical_topic(message.topic)
         cls = EVENT_BY_TOPIC.get(topic)
         if cls is None:
             await self.dead_letter(message, "UnknownTopic", f"no event type for topic {topic}")
-            return
-        event = await self._decode(cls, message)
-        if event is None:
-            return
-        attempt = 0
-        while True:
-            attempt += 1
-            try:
-                await handler(event, message)
-                EVENTS_CONSUMED.labels(agent=self.name, topic=topic).inc()
-                return
-            except _TRANSIENT as exc:
-                await self._backoff("handler_transient_error", exc, attempt, message)
-            except DBAPIError as exc:
-                if exc.connection_invalidated:
-                    await self._backoff("handler_transient_error", exc, attempt, message)
-                    continue
-                if await self._give_up(exc, attempt, message):
-                    return
-            except Exception as exc:  # a bug or a poison event: bounded retries, then park it
-                if await self._give_up(exc, attempt, message):
-                    return
-
-    async def _decode(self, cls: type[Event], message: RawMessage) -> Event | None:
-        attempt = 0
-        while True:
-            attempt += 1
-            try:
-                return await self.resources.codec.decode_event(cls, message.value)  # type: ignore[attr-defined]
-            except (DecodeError, InvalidEvent) as exc:
-                await self.dead_letter(message, type(exc).__name__, str(exc))
-                return None
-            except RegistryUnavailable as exc:
-                await self._backoff("registry_unavailable", exc, attempt, message)
-
-    async def _give_up(self, exc: Exception, attempt: int, message: RawMessage) -> bool:
-        APP_ERRORS.labels(component=self.name, reason=type(exc).__name__).inc()
-        if attempt >= UNEXPECTED_ERROR_ATTEMPTS:
-            log.error(
-                "handler_failed",
+            return None
+        codec = self.resources.codec  # type: ignore[attr-defined]
+        try:
+            event = await retry(
+                TRANSIENT_IO,
+                lambda: codec.decode_event(cls, message.value),
+                what="registry",
+                retry_on=(RegistryUnavailable,),
                 agent=self.name,
-                error=type(exc).__name__,
-                detail=str(exc)[:500],
-                topic=message.topic,
-                partition=message.partition,
-                offset=message.offset,
             )
-            await self.dead_letter(message, f"HandlerError:{type(exc).__name__}", str(exc))
-            return True
-        log.warning("handler_error_retrying", agent=self.name, error=type(exc).__name__, attempt=attempt)
-        await asyncio.sleep(0.2 * attempt)
-        return False
-
-    async def _backoff(self, what: str, exc: Exception, attempt: int, message: RawMessage) -> None:
-        delay = min(0.25 * 2 ** min(attempt, 6), 10.0)
-        log.warning(
-            what,
-            agent=self.name,
-            error=type(exc).__name__,
-            attempt=attempt,
-            retry_in=delay,
-            topic=message.topic,
-            partition=message.partition,
-            offset=message.offset,
-        )
-        await asyncio.sleep(delay)
+        except (DecodeError, InvalidEvent) as exc:
+            await self.dead_letter(message, type(exc).__name__, str(exc))
+            return None
+        return Decoded(event, message)
 
     async def dead_letter(self, message: RawMessage, error_type: str, error: str) -> None:
         topic = self.logical_topic(message.topic)
@@ -176,14 +226,14 @@ class Consumer:
             error=error[:2000],
             failed_at=datetime.now(UTC),
         )
-        attempt = 0
-        while True:
-            attempt += 1
-            try:
-                await self.resources.publisher.publish_deadletter(letter, message.key)  # type: ignore[attr-defined]
-                break
-            except _TRANSIENT as exc:
-                await self._backoff("deadletter_publish_retry", exc, attempt, message)
+        publisher = self.resources.publisher  # type: ignore[attr-defined]
+        await retry(
+            TRANSIENT_IO,
+            lambda: publisher.publish_deadletter(letter, message.key),
+            what="deadletter_publish",
+            retry_on=_TRANSIENT,
+            agent=self.name,
+        )
         DEAD_LETTERS.labels(topic=topic, reason=error_type.split(":")[0]).inc()
         log.warning(
             "dead_lettered",
@@ -194,3 +244,59 @@ class Consumer:
             error_type=error_type,
             error=error[:300],
         )
+
+
+async def consume_batches(
+    stream: Any,
+    consumer: Consumer,
+    handler: BatchHandler,
+    *,
+    max_batch: int = BATCH_MAX,
+    within: float = BATCH_WITHIN_SECONDS,
+) -> None:
+    """The body of a batching agent: take up to ``max_batch`` messages (waiting at most
+    ``within`` seconds once the first has arrived), process them, then acknowledge them.
+
+    Faust acknowledges a message when the agent asks for the next one; reading with
+    acknowledgements off and acknowledging after the batch keeps every offset uncommitted
+    until its effects are durable. A pump task feeds a bounded queue so the wait for the
+    rest of a batch can time out without cancelling the stream's own iteration."""
+    unacked = stream.noack()
+    queue: asyncio.Queue[Any] = asyncio.Queue(maxsize=max_batch)
+
+    async def pump() -> None:
+        async for event in unacked.events():
+            await queue.put(event)
+
+    pumping = asyncio.create_task(pump(), name=f"{consumer.name}-pump")
+    loop = asyncio.get_running_loop()
+    try:
+        while True:
+            batch = [await _first(queue, pumping)]
+            deadline = loop.time() + within
+            while len(batch) < max_batch:
+                remaining = deadline - loop.time()
+                if remaining <= 0:
+                    break
+                try:
+                    batch.append(await asyncio.wait_for(queue.get(), timeout=remaining))
+                except TimeoutError:
+                    break
+            await consumer.process_batch([from_faust(e.message) for e in batch], handler)
+            for event in batch:
+                await unacked.ack(event)
+    finally:
+        pumping.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await pumping
+
+
+async def _first(queue: asyncio.Queue[Any], pumping: asyncio.Task[None]) -> Any:
+    """The next message, or the pump's own failure (never a silent stall)."""
+    getting = asyncio.ensure_future(queue.get())
+    done, _ = await asyncio.wait({getting, pumping}, return_when=asyncio.FIRST_COMPLETED)
+    if getting in done:
+        return getting.result()
+    getting.cancel()
+    pumping.result()  # raises what stopped the pump
+    raise RuntimeError("the stream ended")

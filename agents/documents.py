@@ -4,14 +4,16 @@ event whose id derives from its cause, so a replay re-announces the same documen
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime, timedelta
+from typing import Any, TypeVar
 
-from agents.consume import Consumer, RawMessage, caused_by, from_faust
-from infra.documents import produce_receipt, produce_termsheet
+from agents.consume import Consumer, Decoded, caused_by, consume_batches
+from infra.documents import StoredDocument, produce_receipt, produce_termsheet
 from infra.logging import get_logger
 from models.documents import ReceiptData, TermsheetData
 from models.events import (
-    Event,
     OfferValuated,
     PayoutCompleted,
     PayoutStatus,
@@ -24,6 +26,12 @@ from state.payouts import get_payout
 
 log = get_logger(__name__)
 TERMSHEET_VALIDITY = timedelta(days=30)
+# Documents render in a process pool: a few in flight keep it busy without hoarding memory.
+DOCUMENTS_IN_FLIGHT = 4
+DOCUMENT_BATCH = 16
+
+T = TypeVar("T")
+R = TypeVar("R")
 
 
 def termsheet_data(valued: OfferValuated, creator_name: str | None = None) -> TermsheetData:
@@ -52,72 +60,101 @@ def recipient_label(masked: dict[str, str], provider: str) -> str:
     return "recipient on file"
 
 
-def register(app) -> None:  # type: ignore[no-untyped-def]
+def receipt_data(paid: PayoutCompleted, masked: dict[str, str], creator_name: str | None) -> ReceiptData:
+    return ReceiptData(
+        offer_id=paid.offer_id,
+        creator_id=paid.creator_id,
+        payout_id=paid.payout_id,
+        amount_minor=paid.amount_minor,
+        currency=paid.currency,
+        provider=paid.provider.value,
+        provider_reference=paid.provider_reference or "n/a",
+        paid_at=paid.occurred_at,
+        recipient_label=recipient_label(masked, paid.provider.value),
+        creator_name=creator_name,
+    )
+
+
+def termsheet_issued(valued: OfferValuated, stored: StoredDocument, now: datetime) -> TermsheetGenerated:
+    return TermsheetGenerated(
+        **caused_by(valued, TermsheetGenerated.TOPIC, now),
+        document_key=stored.key,
+        sha256=stored.sha256,
+        size_bytes=stored.size_bytes,
+        advance_minor=valued.median_minor or 0,
+        currency=valued.currency,
+    )
+
+
+def receipt_issued(paid: PayoutCompleted, stored: StoredDocument, now: datetime) -> ReceiptGenerated:
+    return ReceiptGenerated(
+        **caused_by(paid, ReceiptGenerated.TOPIC, now),
+        payout_id=paid.payout_id,
+        document_key=stored.key,
+        sha256=stored.sha256,
+        size_bytes=stored.size_bytes,
+    )
+
+
+def wants_termsheet(item: Decoded) -> bool:
+    return isinstance(item.event, OfferValuated) and item.event.outcome is ValuationOutcome.VALUED
+
+
+def wants_receipt(item: Decoded) -> bool:
+    return isinstance(item.event, PayoutCompleted) and item.event.status is PayoutStatus.SUCCEEDED
+
+
+async def _bounded(items: Sequence[T], work: Callable[[T], Awaitable[R]]) -> list[R]:
+    gate = asyncio.Semaphore(DOCUMENTS_IN_FLIGHT)
+
+    async def one(item: T) -> R:
+        async with gate:
+            return await work(item)
+
+    return list(await asyncio.gather(*(one(item) for item in items)))
+
+
+def register(app: Any) -> None:
     settings = app.settings
 
-    @app.agent(app.topic(settings.topic(OfferValuated.TOPIC)), name="termsheets", concurrency=1)
-    async def termsheets_agent(stream):  # type: ignore[no-untyped-def]
-        consumer = Consumer("termsheets", app.resources, settings.topic_namespace)
+    @app.agent(app.lifecycle_topics.of(OfferValuated), name="termsheets", concurrency=1)
+    async def termsheets_agent(stream: Any) -> None:
+        resources = app.resources
 
-        async def handle(event: Event, _: RawMessage) -> None:
-            assert isinstance(event, OfferValuated)
-            if event.outcome is not ValuationOutcome.VALUED:
-                return
-            async with app.resources.engine.connect() as conn:
-                creator = await get_creator(conn, event.creator_id)
-            name = creator["display_name"] if creator else None
-            stored = await produce_termsheet(app.resources.documents, termsheet_data(event, name))
-            await app.resources.publisher.publish(
-                TermsheetGenerated(
-                    **caused_by(event, TermsheetGenerated.TOPIC, datetime.now(UTC)),
-                    document_key=stored.key,
-                    sha256=stored.sha256,
-                    size_bytes=stored.size_bytes,
-                    advance_minor=event.median_minor or 0,
-                    currency=event.currency,
-                )
-            )
-            log.info("termsheet_issued", offer_id=event.offer_id, key=stored.key, created=stored.created)
+        async def issue(valued: OfferValuated) -> TermsheetGenerated:
+            async with resources.engine.connect() as conn:
+                creator = await get_creator(conn, valued.creator_id)
+            data = termsheet_data(valued, creator["display_name"] if creator else None)
+            stored = await produce_termsheet(resources.documents, data)
+            log.info("termsheet_issued", offer_id=valued.offer_id, key=stored.key, created=stored.created)
+            return termsheet_issued(valued, stored, datetime.now(UTC))
 
-        async for message in stream.events():
-            await consumer.process(from_faust(message.message), handle)
+        async def handle(batch: Sequence[Decoded]) -> None:
+            wanted = [item.event for item in batch if wants_termsheet(item)]
+            await resources.publisher.publish_many(await _bounded(wanted, issue))
 
-    @app.agent(app.topic(settings.topic(PayoutCompleted.TOPIC)), name="receipts", concurrency=1)
-    async def receipts_agent(stream):  # type: ignore[no-untyped-def]
-        consumer = Consumer("receipts", app.resources, settings.topic_namespace)
+        consumer = Consumer("termsheets", resources, settings.topic_namespace)
+        await consume_batches(stream, consumer, handle, max_batch=DOCUMENT_BATCH)
 
-        async def handle(event: Event, _: RawMessage) -> None:
-            assert isinstance(event, PayoutCompleted)
-            if event.status is not PayoutStatus.SUCCEEDED:
-                return
-            async with app.resources.engine.connect() as conn:
-                payout = await get_payout(conn, event.payout_id)
+    @app.agent(app.lifecycle_topics.of(PayoutCompleted), name="receipts", concurrency=1)
+    async def receipts_agent(stream: Any) -> None:
+        resources = app.resources
+
+        async def issue(paid: PayoutCompleted) -> ReceiptGenerated:
+            async with resources.engine.connect() as conn:
+                payout = await get_payout(conn, paid.payout_id)
                 recipient = await get_recipient(conn, payout["recipient_id"]) if payout else None
-                creator = await get_creator(conn, event.creator_id)
-            label = recipient_label(recipient["masked"] if recipient else {}, event.provider.value)
-            data = ReceiptData(
-                offer_id=event.offer_id,
-                creator_id=event.creator_id,
-                payout_id=event.payout_id,
-                amount_minor=event.amount_minor,
-                currency=event.currency,
-                provider=event.provider.value,
-                provider_reference=event.provider_reference or "n/a",
-                paid_at=event.occurred_at,
-                recipient_label=label,
-                creator_name=creator["display_name"] if creator else None,
+                creator = await get_creator(conn, paid.creator_id)
+            data = receipt_data(
+                paid, recipient["masked"] if recipient else {}, creator["display_name"] if creator else None
             )
-            stored = await produce_receipt(app.resources.documents, data)
-            await app.resources.publisher.publish(
-                ReceiptGenerated(
-                    **caused_by(event, ReceiptGenerated.TOPIC, datetime.now(UTC)),
-                    payout_id=event.payout_id,
-                    document_key=stored.key,
-                    sha256=stored.sha256,
-                    size_bytes=stored.size_bytes,
-                )
-            )
-            log.info("receipt_issued", offer_id=event.offer_id, key=stored.key, created=stored.created)
+            stored = await produce_receipt(resources.documents, data)
+            log.info("receipt_issued", offer_id=paid.offer_id, key=stored.key, created=stored.created)
+            return receipt_issued(paid, stored, datetime.now(UTC))
 
-        async for message in stream.events():
-            await consumer.process(from_faust(message.message), handle)
+        async def handle(batch: Sequence[Decoded]) -> None:
+            wanted = [item.event for item in batch if wants_receipt(item)]
+            await resources.publisher.publish_many(await _bounded(wanted, issue))
+
+        consumer = Consumer("receipts", resources, settings.topic_namespace)
+        await consume_batches(stream, consumer, handle, max_batch=DOCUMENT_BATCH)

@@ -1,28 +1,33 @@
-"""Projector agent: every lifecycle topic -> Postgres projections, exactly once."""
+"""Projector agent: every lifecycle topic -> Postgres projections, exactly once, a batch
+per transaction."""
 
 from __future__ import annotations
 
-from agents.consume import Consumer, RawMessage, from_faust
+from collections.abc import Sequence
+from typing import Any
+
+from agents.consume import Consumer, Decoded, consume_batches
 from infra.metrics import EVENTS_SKIPPED
-from models.events import LIFECYCLE_EVENTS, Event
-from projections.projector import Outcome, Position, project_event
+from projections.projector import LIVE_CONSUMER, Located, Position, project_batch
 
-AGENT = "projector"
+AGENT = LIVE_CONSUMER
 
 
-def register(app) -> None:  # type: ignore[no-untyped-def]
-    topics = app.topic(*[app.settings.topic(cls.TOPIC) for cls in LIFECYCLE_EVENTS])
+def located(batch: Sequence[Decoded]) -> list[Located]:
+    """Pure: the events of a batch with their log positions, in the order read."""
+    return [Located(d.event, Position(d.message.topic, d.message.partition, d.message.offset)) for d in batch]
 
-    @app.agent(topics, name=AGENT, concurrency=1)
-    async def projector_agent(stream):  # type: ignore[no-untyped-def]
-        consumer = Consumer(AGENT, app.resources, app.settings.topic_namespace)
 
-        async def handle(event: Event, message: RawMessage) -> None:
-            position = Position(message.topic, message.partition, message.offset)
-            async with app.resources.engine.begin() as conn:
-                outcome = await project_event(conn, AGENT, event, position)
-            if outcome is not Outcome.APPLIED:
-                EVENTS_SKIPPED.labels(consumer=AGENT).inc()
+def register(app: Any) -> None:
+    @app.agent(app.lifecycle_topics.lifecycle, name=AGENT, concurrency=1)
+    async def projector_agent(stream: Any) -> None:
+        resources = app.resources
 
-        async for message in stream.events():
-            await consumer.process(from_faust(message.message), handle)
+        async def handle(batch: Sequence[Decoded]) -> None:
+            async with resources.engine.begin() as conn:
+                result = await project_batch(conn, AGENT, located(batch))
+            skipped = result.duplicates + result.already_tracked
+            if skipped:
+                EVENTS_SKIPPED.labels(consumer=AGENT).inc(skipped)
+
+        await consume_batches(stream, Consumer(AGENT, resources, app.settings.topic_namespace), handle)

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import UTC, datetime
+from typing import Any
 
-from agents.consume import Consumer, RawMessage, caused_by, from_faust
+from agents.consume import Consumer, Decoded, caused_by, consume_batches
 from infra.metrics import VALUATIONS
-from models.events import Event, OfferCreated, OfferValuated, ValuationOutcome
+from models.events import OfferCreated, OfferValuated, ValuationOutcome
 from models.pricing import Valuation, value_catalog
 
 AGENT = "valuation"
@@ -33,18 +35,20 @@ def valuate(offer: OfferCreated, now: datetime) -> OfferValuated:
     return OfferValuated(**common, outcome=ValuationOutcome.FAILED, failure_reason=result.reason)
 
 
-def register(app) -> None:  # type: ignore[no-untyped-def]
-    topic = app.topic(app.settings.topic(OfferCreated.TOPIC))
+def valuations(batch: Sequence[Decoded], now: datetime) -> list[OfferValuated]:
+    """Pure: the valuation of every offer in a batch."""
+    return [valuate(item.event, now) for item in batch if isinstance(item.event, OfferCreated)]
 
-    @app.agent(topic, name=AGENT, concurrency=1)
-    async def valuation_agent(stream):  # type: ignore[no-untyped-def]
-        consumer = Consumer(AGENT, app.resources, app.settings.topic_namespace)
 
-        async def handle(event: Event, _: RawMessage) -> None:
-            assert isinstance(event, OfferCreated)
-            valuated = valuate(event, datetime.now(UTC))
-            await app.resources.publisher.publish(valuated)
-            VALUATIONS.labels(outcome=valuated.outcome.value).inc()
+def register(app: Any) -> None:
+    @app.agent(app.lifecycle_topics.of(OfferCreated), name=AGENT, concurrency=1)
+    async def valuation_agent(stream: Any) -> None:
+        resources = app.resources
 
-        async for message in stream.events():
-            await consumer.process(from_faust(message.message), handle)
+        async def handle(batch: Sequence[Decoded]) -> None:
+            valued = valuations(batch, datetime.now(UTC))
+            await resources.publisher.publish_many(valued)
+            for event in valued:
+                VALUATIONS.labels(outcome=event.outcome.value).inc()
+
+        await consume_batches(stream, Consumer(AGENT, resources, app.settings.topic_namespace), handle)

@@ -110,17 +110,66 @@ def _hints(cls: type) -> dict[str, Any]:
     return typing.get_type_hints(cls)
 
 
+_PASS, _STR, _COERCE = 0, 1, 2
+_SCALARS = (str, int, bool, float)
+
+
+@functools.cache
+def _field_plan(cls: type) -> tuple[tuple[str, Any, int], ...]:
+    """Per field of an event class: (name, hint, how to convert), decided once per class.
+
+    Ints pass through; strings only turn a UUID into its text; anything else (enums,
+    datetimes, tuples of records) goes through ``_coerce``. This is the decode hot path:
+    every consumer and the rebuild map every record through it."""
+    hints = _hints(cls)
+    plan = []
+    for f in dataclasses.fields(cls):
+        hint = hints[f.name]
+        args = [a for a in typing.get_args(hint) if a is not type(None)] if typing.get_args(hint) else [hint]
+        base = args[0] if len(args) == 1 else None
+        kind = _PASS if base in (int, bool, float) else _STR if base is str else _COERCE
+        plan.append((f.name, hint, kind))
+    return tuple(plan)
+
+
 def record_to_event(cls: type[Event], record: dict[str, Any]) -> Event:
     """Build and validate a domain event from a decoded record (InvalidEvent if it is not one)."""
-    hints = _hints(cls)
+    kwargs: dict[str, Any] = {}
     try:
-        kwargs = {
-            f.name: _coerce(record.get(f.name), hints[f.name]) for f in dataclasses.fields(cls) if f.name in record
-        }
+        for name, hint, kind in _field_plan(cls):
+            if name not in record:
+                continue
+            value = record[name]
+            if kind == _STR:
+                kwargs[name] = str(value) if isinstance(value, uuid.UUID) else value
+            elif kind == _PASS or value is None:
+                kwargs[name] = value
+            else:
+                kwargs[name] = _coerce(value, hint)
         event = cls(**kwargs)
     except (TypeError, ValueError, KeyError) as exc:
         raise InvalidEvent(f"record is not a valid {cls.__name__}: {exc}") from exc
     return validate_event(event)
+
+
+def _json_item(item: Any) -> Any:
+    if item is None or type(item) in _SCALARS:
+        return item
+    if dataclasses.is_dataclass(item) and not isinstance(item, type):
+        return {f.name: _json_item(getattr(item, f.name)) for f in dataclasses.fields(item)}
+    if isinstance(item, datetime):
+        return item.isoformat()
+    if isinstance(item, enum.Enum):
+        return item.value
+    if isinstance(item, (tuple, list)):
+        return [_json_item(v) for v in item]
+    return item
+
+
+def event_payload(event: Event) -> dict[str, Any]:
+    """The event as JSON values (datetimes as ISO-8601, enums as their value): what the
+    deal history stores and the API shows."""
+    return {name: _json_item(getattr(event, name)) for name, _, _ in _field_plan(type(event))}
 
 
 def record_to_deadletter(record: dict[str, Any]) -> DeadLetter:

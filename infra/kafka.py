@@ -3,7 +3,9 @@ start-up wait that keeps a process retrying while the broker is not there yet.""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterable, Sequence
+from typing import Any
 
 from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
@@ -47,14 +49,23 @@ class EventPublisher:
         await self._producer.stop()
 
     async def publish(self, event: Event, extra_headers: Headers | None = None) -> None:
-        value = await self._codec.encode_event(event)
-        headers: Headers = [
-            ("event_type", event.TOPIC.encode()),
-            ("event_id", event.event_id.encode()),
-            ("correlation_id", event.correlation_id.encode()),
-            *(extra_headers or []),
-        ]
-        await self.send_raw(event.TOPIC, event.offer_id.encode(), value, headers)
+        await self.publish_many([event], extra_headers)
+
+    async def publish_many(self, events: Sequence[Event], extra_headers: Headers | None = None) -> None:
+        """Send every event without waiting for each acknowledgement, then wait for all of
+        them: one round trip per batch instead of one per event. Returns only when every
+        event is durable (acks=all); raises the first failure otherwise."""
+        deliveries = []
+        for event in events:
+            value = await self._codec.encode_event(event)
+            headers: Headers = [
+                ("event_type", event.TOPIC.encode()),
+                ("event_id", event.event_id.encode()),
+                ("correlation_id", event.correlation_id.encode()),
+                *(extra_headers or []),
+            ]
+            deliveries.append(await self._send(event.TOPIC, event.offer_id.encode(), value, headers))
+        await self._delivered(deliveries)
 
     async def publish_deadletter(self, letter: DeadLetter, key: bytes | None) -> None:
         value = await self._codec.encode_event(letter)
@@ -63,8 +74,23 @@ class EventPublisher:
 
     async def send_raw(self, topic: str, key: bytes | None, value: bytes | None, headers: Headers) -> None:
         """Send already-encoded bytes to a logical topic (replay and re-drive use this)."""
-        await self._producer.send_and_wait(self._settings.topic(topic), value=value, key=key, headers=headers)
-        EVENTS_PUBLISHED.labels(topic=topic).inc()
+        await self._delivered([await self._send(topic, key, value, headers)])
+
+    async def _send(
+        self, topic: str, key: bytes | None, value: bytes | None, headers: Headers
+    ) -> tuple[str, asyncio.Future[Any]]:
+        # send() returns once the record is in the producer's buffer; the future resolves
+        # when the broker has acknowledged it.
+        future = await self._producer.send(self._settings.topic(topic), value=value, key=key, headers=headers)
+        return topic, future
+
+    @staticmethod
+    async def _delivered(deliveries: Sequence[tuple[str, asyncio.Future[Any]]]) -> None:
+        results = await asyncio.gather(*(future for _, future in deliveries), return_exceptions=True)
+        for (topic, _), result in zip(deliveries, results, strict=True):
+            if isinstance(result, BaseException):
+                raise result
+            EVENTS_PUBLISHED.labels(topic=topic).inc()
 
 
 async def ensure_topics(settings: Settings, logical_topics: Iterable[str] | None = None) -> list[str]:

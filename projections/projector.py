@@ -1,8 +1,9 @@
-"""Apply lifecycle events to the Postgres projections, exactly once per event.
+"""Apply lifecycle events to the Postgres projections, exactly once per event, a batch at a time.
 
-One transaction per message holds: the tracking row (skip anything at or below the stored
-offset), the deal history row (the event id is the primary key), the folded deal, and a
-change-log row whose sequence NOTIFYs the SSE streams. Redelivery and replay are no-ops.
+One transaction per batch holds: the projection write lock, the tracking rows (skip
+anything at or below the stored offset per partition), the deal history rows (the event id
+is the primary key), one upsert per touched deal, one change-log row per applied event,
+one NOTIFY, and one tracking row per partition. Redelivery and replay are no-ops.
 
 Change sequences must become visible in order, or an SSE reader that has seen seq N could
 later miss N-1 committed after it. A transaction-level advisory lock (the projection write
@@ -14,28 +15,35 @@ step, so the live projector pauses for that moment instead of racing it.
 from __future__ import annotations
 
 import enum
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any
 
-from sqlalchemy import func, select, text
+from sqlalchemy import func, select, text, tuple_
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from infra.avro import event_to_record
-from models.deal import apply_event
 from models.events import Event
-from projections.rows import deal_json, deal_to_row, jsonable, row_to_deal
-from projections.tables import deal_changes, deal_events, offers, projection_tracking
+from projections.tables import projection_tracking
+from projections.writers import LIVE, NOTIFY_CHANNEL, Located, Position, fold_into, notify
 
-NOTIFY_CHANNEL = "deal_changes"
+__all__ = [
+    "LIVE_CONSUMER",
+    "NOTIFY_CHANNEL",
+    "PROJECTION_WRITE_LOCK",
+    "BatchResult",
+    "Located",
+    "Outcome",
+    "Position",
+    "apply_to_deal",
+    "project_batch",
+    "project_event",
+    "record_position",
+    "take_write_lock",
+]
+
+# The live projector's consumer name: its tracking rows, read by the rebuild's hand-over.
+LIVE_CONSUMER = "projector"
 PROJECTION_WRITE_LOCK = 0x5EA_3005_1C  # arbitrary, constant: the projection write lock
-
-
-@dataclass(frozen=True, slots=True)
-class Position:
-    topic: str
-    partition: int
-    offset: int
 
 
 class Outcome(enum.Enum):
@@ -44,16 +52,33 @@ class Outcome(enum.Enum):
     ALREADY_TRACKED = "already_tracked"
 
 
-async def tracked_offset(conn: AsyncConnection, consumer: str, topic: str, partition: int) -> int | None:
-    return await conn.scalar(
-        select(projection_tracking.c.offset)
+@dataclass(frozen=True)
+class BatchResult:
+    applied: int
+    duplicates: int  # event ids already folded in (a replay or re-publish)
+    already_tracked: int  # at or below the stored position (a redelivery)
+    last_seq: int | None
+
+
+async def take_write_lock(conn: AsyncConnection) -> None:
+    await conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": PROJECTION_WRITE_LOCK})
+
+
+async def tracked_offsets(
+    conn: AsyncConnection, consumer: str, partitions: Iterable[tuple[str, int]]
+) -> dict[tuple[str, int], int]:
+    wanted = sorted(set(partitions))
+    if not wanted:
+        return {}
+    rows = await conn.execute(
+        select(projection_tracking.c.topic, projection_tracking.c.partition, projection_tracking.c.offset)
         .where(
             projection_tracking.c.consumer == consumer,
-            projection_tracking.c.topic == topic,
-            projection_tracking.c.partition == partition,
+            tuple_(projection_tracking.c.topic, projection_tracking.c.partition).in_(wanted),
         )
         .with_for_update()
     )
+    return {(topic, partition): offset for topic, partition, offset in rows}
 
 
 async def record_position(conn: AsyncConnection, consumer: str, position: Position) -> None:
@@ -69,63 +94,43 @@ async def record_position(conn: AsyncConnection, consumer: str, position: Positi
     )
 
 
-async def take_write_lock(conn: AsyncConnection) -> None:
-    await conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": PROJECTION_WRITE_LOCK})
+async def project_batch(conn: AsyncConnection, consumer: str | None, items: Sequence[Located]) -> BatchResult:
+    """Apply a batch inside the caller's transaction. ``consumer`` None: no tracking rows
+    (a replay into the projections leaves the live projector's positions alone)."""
+    await take_write_lock(conn)
+    fresh = list(items)
+    if consumer is not None:
+        stored = await tracked_offsets(conn, consumer, ((i.position.topic, i.position.partition) for i in items))
+        fresh = [i for i in items if i.position.offset > stored.get((i.position.topic, i.position.partition), -1)]
+    folded = await fold_into(conn, LIVE, fresh)
+    if folded.last_seq is not None:
+        await notify(conn, folded.last_seq)
+    if consumer is not None:
+        last: dict[tuple[str, int], int] = {}
+        for item in items:
+            key = (item.position.topic, item.position.partition)
+            last[key] = max(last.get(key, -1), item.position.offset)
+        for (topic, partition), offset in sorted(last.items()):
+            await record_position(conn, consumer, Position(topic, partition, offset))
+    return BatchResult(
+        applied=len(folded.applied),
+        duplicates=len(fresh) - len(folded.applied),
+        already_tracked=len(items) - len(fresh),
+        last_seq=folded.last_seq,
+    )
 
 
 async def project_event(conn: AsyncConnection, consumer: str, event: Event, position: Position) -> Outcome:
     """Apply one event inside the caller's transaction."""
-    await take_write_lock(conn)
-    stored = await tracked_offset(conn, consumer, position.topic, position.partition)
-    if stored is not None and position.offset <= stored:
-        return Outcome.ALREADY_TRACKED
-    outcome = await apply_to_deal(conn, event, position)
-    await record_position(conn, consumer, position)
-    return outcome
+    return _outcome(await project_batch(conn, consumer, [Located(event, position)]))
 
 
 async def apply_to_deal(conn: AsyncConnection, event: Event, position: Position) -> Outcome:
-    """Fold one event into its deal (callers hold the projection write lock)."""
-    inserted = await conn.scalar(
-        insert(deal_events)
-        .values(
-            event_id=event.event_id,
-            offer_id=event.offer_id,
-            event_type=event.TOPIC,
-            occurred_at=event.occurred_at,
-            topic=position.topic,
-            partition=position.partition,
-            offset=position.offset,
-            payload=jsonable(event_to_record(event)),
-        )
-        .on_conflict_do_nothing(index_elements=["event_id"])
-        .returning(deal_events.c.event_id)
-    )
-    if inserted is None:
-        return Outcome.DUPLICATE_EVENT  # same event re-published (e.g. a replay): already folded in
-    current = (
-        (await conn.execute(select(offers).where(offers.c.offer_id == event.offer_id).with_for_update()))
-        .mappings()
-        .first()
-    )
-    deal = apply_event(row_to_deal(current) if current else None, event)
-    row = deal_to_row(deal)
-    seq = await conn.scalar(
-        insert(deal_changes)
-        .values(
-            offer_id=deal.offer_id,
-            creator_id=deal.creator_id,
-            event_id=event.event_id,
-            event_type=event.TOPIC,
-            status=row["status"],
-            deal=deal_json(row),
-        )
-        .returning(deal_changes.c.seq)
-    )
-    values: dict[str, Any] = {**row, "change_seq": seq}
-    stmt = insert(offers).values(**values, first_seq=seq)
-    await conn.execute(
-        stmt.on_conflict_do_update(index_elements=["offer_id"], set_={k: stmt.excluded[k] for k in values})
-    )
-    await conn.execute(text("SELECT pg_notify(:channel, :payload)"), {"channel": NOTIFY_CHANNEL, "payload": str(seq)})
-    return Outcome.APPLIED
+    """Fold one event into its deal without touching any tracking row."""
+    return _outcome(await project_batch(conn, None, [Located(event, position)]))
+
+
+def _outcome(result: BatchResult) -> Outcome:
+    if result.already_tracked:
+        return Outcome.ALREADY_TRACKED
+    return Outcome.APPLIED if result.applied else Outcome.DUPLICATE_EVENT

@@ -1,0 +1,202 @@
+"""The one set of row writers for the deal projections, live and shadow.
+
+The live projector, `replay --output project` and the rebuild's catch-up all fold events
+into deals through ``fold_into``; the rebuild's bulk load COPYs rows built by the same
+``history_row`` / ``deal_to_row``. A ``DealTables`` names the tables written: the live
+ones, or the rebuild's shadow copies (same columns, no change log).
+
+Everything here runs inside the caller's transaction; callers that write the live tables
+hold the projection write lock (see ``projections.projector``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import MetaData, Table, select, text
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from infra.avro import event_payload
+from models.deal import Deal, apply_event
+from models.events import Event
+from projections.rows import deal_json, deal_to_row, row_to_deal
+from projections.tables import deal_changes, deal_events, offers
+
+NOTIFY_CHANNEL = "deal_changes"
+# asyncpg allows 32767 bind parameters per statement; rows x columns stays well below it.
+ROWS_PER_STATEMENT = 1000
+# first_seq/change_seq are SSE bookkeeping, written by the live path only.
+SEQ_COLUMNS = ("first_seq", "change_seq")
+
+
+@dataclass(frozen=True, slots=True)
+class Position:
+    topic: str  # physical topic
+    partition: int
+    offset: int
+
+
+@dataclass(frozen=True, slots=True)
+class Located:
+    """An event and where in the log it was read."""
+
+    event: Event
+    position: Position
+
+
+@dataclass(frozen=True)
+class DealTables:
+    offers: Table
+    events: Table
+    change_log: bool  # live: every applied event gets a deal_changes row (its SSE id)
+
+
+LIVE = DealTables(offers, deal_events, change_log=True)
+
+
+def shadow_tables(offers_name: str, events_name: str) -> DealTables:
+    """Table objects for shadow copies created with ``CREATE TABLE ... (LIKE <live>)``."""
+    meta = MetaData()
+    return DealTables(
+        offers.to_metadata(meta, name=offers_name), deal_events.to_metadata(meta, name=events_name), change_log=False
+    )
+
+
+def history_row(located: Located) -> dict[str, Any]:
+    event, position = located.event, located.position
+    return {
+        "event_id": event.event_id,
+        "offer_id": event.offer_id,
+        "event_type": event.TOPIC,
+        "occurred_at": event.occurred_at,
+        "topic": position.topic,
+        "partition": position.partition,
+        "offset": position.offset,
+        "payload": event_payload(event),
+    }
+
+
+def _chunks(rows: Sequence[Any]) -> Iterable[Sequence[Any]]:
+    for start in range(0, len(rows), ROWS_PER_STATEMENT):
+        yield rows[start : start + ROWS_PER_STATEMENT]
+
+
+async def insert_history(conn: AsyncConnection, tables: DealTables, items: Sequence[Located]) -> list[Located]:
+    """History rows for the events not recorded yet (the event id is the key); returns those
+    events, in the order given. A repeated event id (redelivery, replay) is dropped here."""
+    first: dict[str, Located] = {}
+    for item in items:
+        first.setdefault(item.event.event_id, item)
+    inserted: set[str] = set()
+    rows = [history_row(item) for item in first.values()]
+    for chunk in _chunks(rows):
+        result = await conn.execute(
+            insert(tables.events)
+            .values(list(chunk))
+            .on_conflict_do_nothing(index_elements=["event_id"])
+            .returning(tables.events.c.event_id)
+        )
+        inserted.update(str(r[0]) for r in result)
+    return [item for item in first.values() if item.event.event_id in inserted]
+
+
+async def load_deals(conn: AsyncConnection, tables: DealTables, offer_ids: Iterable[str]) -> dict[str, Deal]:
+    """The current deals, locked for this transaction (sorted: a fixed lock order)."""
+    wanted = sorted(set(offer_ids))
+    if not wanted:
+        return {}
+    rows = await conn.execute(
+        select(tables.offers)
+        .where(tables.offers.c.offer_id.in_(wanted))
+        .order_by(tables.offers.c.offer_id)
+        .with_for_update()
+    )
+    return {str(r["offer_id"]): row_to_deal(r) for r in rows.mappings()}
+
+
+async def _allocate_seqs(conn: AsyncConnection, count: int) -> list[int]:
+    """``count`` change sequences in ascending order (drawn under the write lock, so they
+    also commit in order)."""
+    result = await conn.execute(
+        text("SELECT nextval(pg_get_serial_sequence('deal_changes', 'seq')) FROM generate_series(1, :n)"), {"n": count}
+    )
+    return sorted(int(r[0]) for r in result)
+
+
+@dataclass(frozen=True)
+class Folded:
+    applied: list[Located]  # new events, in the order they were folded
+    deals: dict[str, Deal]  # every touched deal, after the batch
+    last_seq: int | None  # the highest change sequence written (live tables only)
+
+
+async def fold_into(conn: AsyncConnection, tables: DealTables, items: Sequence[Located]) -> Folded:
+    """Fold a batch of events into ``tables``: history rows, one upsert per touched deal
+    and (live) one change-log row per applied event, whose sequence is the deal's SSE id."""
+    applied = await insert_history(conn, tables, items)
+    if not applied:
+        return Folded([], {}, None)
+    deals = await load_deals(conn, tables, (item.event.offer_id for item in applied))
+    existing = set(deals)
+    snapshots: list[dict[str, Any]] = []
+    for item in applied:
+        deal = apply_event(deals.get(item.event.offer_id), item.event)
+        deals[deal.offer_id] = deal
+        snapshots.append(deal_to_row(deal))
+    rows = {offer_id: deal_to_row(deal) for offer_id, deal in deals.items()}
+    last_seq = None
+    if tables.change_log:
+        seqs = await _allocate_seqs(conn, len(applied))
+        first_seq: dict[str, int] = {}
+        change_rows = []
+        for seq, item, snapshot in zip(seqs, applied, snapshots, strict=True):
+            first_seq.setdefault(item.event.offer_id, seq)
+            rows[item.event.offer_id]["change_seq"] = seq
+            change_rows.append(
+                {
+                    "seq": seq,
+                    "offer_id": item.event.offer_id,
+                    "creator_id": item.event.creator_id,
+                    "event_id": item.event.event_id,
+                    "event_type": item.event.TOPIC,
+                    "status": snapshot["status"],
+                    "deal": deal_json(snapshot),
+                }
+            )
+        for chunk in _chunks(change_rows):
+            await conn.execute(insert(deal_changes).values(list(chunk)))
+        for offer_id, row in rows.items():
+            if offer_id not in existing:
+                row["first_seq"] = first_seq[offer_id]
+        last_seq = seqs[-1]
+    await upsert_deals(conn, tables, list(rows.values()))
+    return Folded(applied, deals, last_seq)
+
+
+async def upsert_deals(conn: AsyncConnection, tables: DealTables, rows: Sequence[dict[str, Any]]) -> None:
+    """Insert or update deal rows; a deal keeps its ``first_seq`` (its place in lists)."""
+    if not rows:
+        return
+    table = tables.offers
+    columns = [c.name for c in table.columns if c.name not in SEQ_COLUMNS or tables.change_log]
+    for chunk in _chunks(sorted(rows, key=lambda r: r["offer_id"])):
+        values = [{c: row.get(c) for c in columns} for row in chunk]
+        if tables.change_log:
+            # New deals carry their first_seq; existing ones must keep theirs, and a multi-row
+            # VALUES needs the same keys in every row, so absent first_seq falls back to the
+            # change_seq (never stored: the conflict update below does not touch first_seq).
+            for value in values:
+                if value.get("first_seq") is None:
+                    value["first_seq"] = value["change_seq"]
+        stmt = insert(table).values(values)
+        updates = {c: stmt.excluded[c] for c in columns if c not in ("offer_id", "first_seq")}
+        await conn.execute(stmt.on_conflict_do_update(index_elements=["offer_id"], set_=updates))
+
+
+async def notify(conn: AsyncConnection, seq: int) -> None:
+    """One wake-up per transaction: the feeds re-read everything after the last sequence
+    they sent, so the payload is only a hint."""
+    await conn.execute(text("SELECT pg_notify(:channel, :payload)"), {"channel": NOTIFY_CHANNEL, "payload": str(seq)})
