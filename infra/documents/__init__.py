@@ -2,13 +2,18 @@
 
 ``produce_termsheet``/``produce_receipt`` are what an agent calls; a replayed event lands
 on the same key and gets the already-issued document back without rendering again.
+
+Rendering runs in a pool of recycled worker processes: the ``renderer`` given (a
+``RenderPool`` the app owns) or, when none is given, the process-wide default pool sized to
+the cores. Concurrent calls render in parallel.
 """
 
 from __future__ import annotations
 
 from typing import Protocol
 
-from infra.documents.render import render_pdf, render_receipt_html, render_termsheet_html
+from infra.documents.pool import RenderPool
+from infra.documents.render import PdfRenderer, render_pdf, render_receipt_html, render_termsheet_html
 from infra.documents.store import DocumentNotFound, DocumentStore, StoredDocument
 from models.documents import ReceiptData, TermsheetData, receipt_key, termsheet_key
 
@@ -16,6 +21,8 @@ __all__ = [
     "DocumentNotFound",
     "DocumentSink",
     "DocumentStore",
+    "PdfRenderer",
+    "RenderPool",
     "StoredDocument",
     "produce_receipt",
     "produce_termsheet",
@@ -30,19 +37,23 @@ class DocumentSink(Protocol):
     async def put_if_absent(self, key: str, body: bytes, content_type: str = "application/pdf") -> StoredDocument: ...
 
 
-async def produce_termsheet(store: DocumentSink, data: TermsheetData) -> StoredDocument:
+async def produce_termsheet(
+    store: DocumentSink, data: TermsheetData, renderer: PdfRenderer | None = None
+) -> StoredDocument:
     key = termsheet_key(data)
     existing = await store.stat(key)
     if existing is not None:
         return existing  # rendering is the expensive part: skip it on replays
-    pdf = await render_pdf(render_termsheet_html(data), data.issued_at)
+    pdf = await render_pdf(render_termsheet_html(data), data.issued_at, renderer)
     return await store.put_if_absent(key, pdf)
 
 
-async def produce_receipt(store: DocumentSink, data: ReceiptData) -> StoredDocument:
+async def produce_receipt(
+    store: DocumentSink, data: ReceiptData, renderer: PdfRenderer | None = None
+) -> StoredDocument:
     key = receipt_key(data)
     existing = await store.stat(key)
     if existing is not None:
         return existing
-    pdf = await render_pdf(render_receipt_html(data), data.paid_at)
+    pdf = await render_pdf(render_receipt_html(data), data.paid_at, renderer)
     return await store.put_if_absent(key, pdf)

@@ -7,11 +7,11 @@ the same HTML and timestamp: see ``render_pdf``.
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
+import re
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from jinja2 import Environment, FileSystemLoader, StrictUndefined
 
@@ -123,39 +123,115 @@ def render_receipt_html(data: ReceiptData) -> str:
     return _env.get_template("receipt_template.html").render(receipt_context(data))
 
 
-def _write_pdf(html: str, created_at: datetime) -> bytes:
-    # Imported here: WeasyPrint's import is slow and pulls in Pango; only workers that
-    # actually render should pay for it.
-    from weasyprint import HTML
-    from weasyprint.urls import URLFetcher
+# --- PDF ------------------------------------------------------------------------------------
+#
+# What a render costs and what can be shared between renders of one process (measured on
+# the term sheet, see docs/performance.md): WeasyPrint builds a ``FontConfiguration``
+# (fontconfig + Pango font map) for every document unless given one, and parses the inline
+# ``<style>`` (base.css, 5 kB) into selectors every time. Both are reused here, per process:
+# the stylesheet is lifted out of the HTML, parsed once into a ``CSS`` object and handed to
+# WeasyPrint as a user stylesheet. The bytes are the same as rendering the HTML as it is
+# (tests compare the two on every template): with no author rules left and no
+# ``!important`` in the sheet, user and author origin cascade identically, and the trailer
+# ``/ID`` is still derived from the full HTML.
 
-    stamp = _w3c(created_at)
-    # Documents are self-contained (inline CSS, system fonts). Allowing no URL scheme at all
-    # means a stray <img src> can reach neither the network nor the filesystem, nor make the
-    # bytes depend on anything outside the inputs; WeasyPrint logs the refusal and carries on.
-    no_fetch = URLFetcher(allowed_protocols=())
-    document = HTML(string=html, url_fetcher=no_fetch).render()
-    # CreationDate/ModDate come from the argument whatever the HTML carries or omits: a
-    # clock-derived date is the classic source of different bytes for the same document.
-    document.metadata.created = stamp
-    document.metadata.modified = stamp
-    # An explicit trailer /ID derived from the content, instead of relying on the default
-    # (none in WeasyPrint 70, random in some PDF tools): stable, and it still identifies
-    # this exact document.
-    identifier = hashlib.sha256(f"{stamp}\n{html}".encode()).hexdigest()[:32].encode("ascii")
-    pdf = document.write_pdf(pdf_identifier=identifier)
-    assert pdf is not None  # write_pdf returns bytes when no target is given
-    return pdf
+_STYLE = re.compile(r"<style>(?P<css>[^<]*)</style>")
+_SHEET_CACHE_SIZE = 8  # two templates today; a small bound keeps odd inputs from growing it
 
 
-async def render_pdf(html: str, created_at: datetime) -> bytes:
+class _ProcessRenderer:
+    """Font configuration and parsed stylesheets shared by the renders of one process."""
+
+    def __init__(self) -> None:
+        from weasyprint.text.fonts import FontConfiguration
+        from weasyprint.urls import URLFetcher
+
+        self.font_config = FontConfiguration()
+        # Documents are self-contained (inline CSS, system fonts). Allowing no URL scheme at
+        # all means a stray <img src> can reach neither the network nor the filesystem, nor
+        # make the bytes depend on anything outside the inputs; WeasyPrint logs the refusal
+        # and carries on.
+        self.no_fetch = URLFetcher(allowed_protocols=())
+        self._sheets: dict[str, Any] = {}
+
+    def _sheet(self, css: str) -> Any:
+        sheet = self._sheets.get(css)
+        if sheet is None:
+            from weasyprint import CSS
+
+            if len(self._sheets) >= _SHEET_CACHE_SIZE:
+                self._sheets.pop(next(iter(self._sheets)))
+            sheet = CSS(string=css, url_fetcher=self.no_fetch, font_config=self.font_config)
+            self._sheets[css] = sheet
+        return sheet
+
+    def split(self, html: str) -> tuple[str, list[Any]]:
+        """The HTML to lay out and the stylesheets to apply: one plain ``<style>`` block is
+        lifted out and parsed once; anything else (several blocks, ``<link>``, attributes,
+        ``!important``) is rendered as it is."""
+        matches = list(_STYLE.finditer(html))
+        if len(matches) != 1 or "<link" in html or "<style " in html or "!important" in html:
+            return html, []
+        match = matches[0]
+        return html[: match.start()] + html[match.end() :], [self._sheet(match.group("css"))]
+
+    def write_pdf(self, html: str, created_at: datetime) -> bytes:
+        from weasyprint import HTML
+
+        stamp = _w3c(created_at)
+        body, sheets = self.split(html)
+        document = HTML(string=body, url_fetcher=self.no_fetch).render(font_config=self.font_config, stylesheets=sheets)
+        # CreationDate/ModDate come from the argument whatever the HTML carries or omits: a
+        # clock-derived date is the classic source of different bytes for the same document.
+        document.metadata.created = stamp
+        document.metadata.modified = stamp
+        # An explicit trailer /ID derived from the content (the full HTML, stylesheet
+        # included), instead of relying on the default (none in WeasyPrint 70, random in
+        # some PDF tools): stable, and it still identifies this exact document.
+        identifier = hashlib.sha256(f"{stamp}\n{html}".encode()).hexdigest()[:32].encode("ascii")
+        pdf = document.write_pdf(pdf_identifier=identifier)
+        assert pdf is not None  # write_pdf returns bytes when no target is given
+        return pdf
+
+
+_renderer: _ProcessRenderer | None = None
+
+
+def write_pdf(html: str, created_at: datetime) -> bytes:
+    """Render HTML to PDF bytes in this process (synchronous, CPU-bound: ~90 ms a page).
+
+    The same ``(html, created_at)`` always gives the same bytes. This is what the render
+    pool's worker processes run; call ``render_pdf`` from async code.
+    """
+    global _renderer
+    if created_at.tzinfo is None or created_at.utcoffset() is None:
+        raise ValueError("created_at must be timezone-aware")
+    if _renderer is None:
+        # Built on first use, not at import: WeasyPrint's import is slow and pulls in
+        # Pango; only processes that actually render should pay for it.
+        _renderer = _ProcessRenderer()
+    return _renderer.write_pdf(html, created_at)
+
+
+async def render_pdf(html: str, created_at: datetime, renderer: PdfRenderer | None = None) -> bytes:
     """Render HTML to PDF bytes; the same (html, created_at) always gives the same bytes.
 
-    WeasyPrint is CPU-bound and synchronous (hundreds of ms per page), so it runs in a
-    worker thread to keep the event loop (Kafka heartbeats, HTTP) responsive.
+    WeasyPrint is CPU-bound, holds the GIL for most of a render and leaks in a long-lived
+    process, so it runs in recycled worker processes (``infra.documents.pool.RenderPool``):
+    the given one, or the process-wide default pool, sized to the cores.
     """
     if created_at.tzinfo is None or created_at.utcoffset() is None:
         raise ValueError("created_at must be timezone-aware")
-    pdf = await asyncio.to_thread(_write_pdf, html, created_at)
+    if renderer is None:
+        from infra.documents.pool import default_pool
+
+        renderer = default_pool()
+    pdf = await renderer.render(html, created_at)
     log.debug("document_rendered", size_bytes=len(pdf))
     return pdf
+
+
+class PdfRenderer(Protocol):
+    """What ``render_pdf`` needs: ``RenderPool``, or anything that renders the same bytes."""
+
+    async def render(self, html: str, created_at: datetime) -> bytes: ...

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from infra.documents import produce_receipt, produce_termsheet
-from infra.documents.render import render_pdf, render_receipt_html, render_termsheet_html
+from infra.documents.render import render_pdf, render_receipt_html, render_termsheet_html, write_pdf
 from infra.documents.store import StoredDocument
 from models.documents import (
     InvalidDocument,
@@ -302,9 +302,11 @@ def _png_1x1() -> bytes:
 async def test_pdf_refuses_external_resources(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     # A readable local image must not end up in the document: nothing outside the inputs
     # may be fetched (no filesystem, no network), and the render still succeeds.
+    # In this process (write_pdf is what the render pool's workers run), so the refusal
+    # WeasyPrint logs reaches caplog.
     image = tmp_path / "dot.png"
     image.write_bytes(_png_1x1())
-    pdf = await render_pdf(f'<html><body><img src="{image.as_uri()}"><p>x</p></body></html>', ISSUED)
+    pdf = write_pdf(f'<html><body><img src="{image.as_uri()}"><p>x</p></body></html>', ISSUED)
     assert pdf.startswith(b"%PDF-")
     assert not any(b"/Image" in chunk for chunk in _pdf_chunks(pdf))
     assert "disallowed protocol" in caplog.text
@@ -313,6 +315,56 @@ async def test_pdf_refuses_external_resources(tmp_path: Path, caplog: pytest.Log
 async def test_render_pdf_rejects_naive_timestamps() -> None:
     with pytest.raises(ValueError):
         await render_pdf("<p>x</p>", datetime(2025, 1, 1))
+    with pytest.raises(ValueError):
+        write_pdf("<p>x</p>", datetime(2025, 1, 1))
+
+
+def _reference_pdf(html_text: str, created_at: datetime) -> bytes:
+    """The seed's render, kept verbatim: a fresh font configuration and the HTML as it is
+    (inline stylesheet parsed by WeasyPrint). The shared-state renderer must match it."""
+    from weasyprint import HTML
+    from weasyprint.urls import URLFetcher
+
+    stamp = created_at.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    document = HTML(string=html_text, url_fetcher=URLFetcher(allowed_protocols=())).render()
+    document.metadata.created = stamp
+    document.metadata.modified = stamp
+    identifier = hashlib.sha256(f"{stamp}\n{html_text}".encode()).hexdigest()[:32].encode("ascii")
+    pdf = document.write_pdf(pdf_identifier=identifier)
+    assert pdf is not None
+    return pdf
+
+
+def test_shared_stylesheet_and_fonts_give_the_seed_bytes() -> None:
+    # Content-addressed keys and the determinism guarantee rest on this: reusing the parsed
+    # stylesheet and the font configuration across documents (interleaved templates, odd
+    # characters, other currencies) changes not one byte of any document.
+    documents = [
+        (render_termsheet_html(termsheet()), ISSUED),
+        (render_receipt_html(receipt()), receipt().paid_at),
+        (render_termsheet_html(termsheet(creator_id=HOSTILE, model_version="ünïcødé ✓ 日本")), ISSUED),
+        (
+            render_termsheet_html(
+                termsheet(currency="JPY", advance_minor=2_400_000, low_minor=1_200_000, high_minor=3_600_000)
+            ),
+            ISSUED,
+        ),
+        (render_receipt_html(receipt(provider="WISE", creator_id="a" * 40)), receipt().paid_at),
+        (render_termsheet_html(termsheet()), ISSUED),  # again, after the others
+    ]
+    for html_text, created_at in documents:
+        assert write_pdf(html_text, created_at) == _reference_pdf(html_text, created_at)
+
+
+def test_html_without_a_plain_style_block_is_rendered_as_it_is() -> None:
+    # Only one plain <style> block is lifted out; anything else takes WeasyPrint's own path.
+    for markup in (
+        "<html><body><p>no style</p></body></html>",
+        "<html><head><style>p { color: red !important }</style></head><body><p>x</p></body></html>",
+        "<html><head><style>p{color:red}</style><style>p{color:blue}</style></head><body><p>x</p></body></html>",
+        '<html><head><style media="print">p{color:red}</style></head><body><p>x</p></body></html>',
+    ):
+        assert write_pdf(markup, ISSUED) == _reference_pdf(markup, ISSUED)
 
 
 _RENDER_IN_CHILD = """
