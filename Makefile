@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 LOAD_ENV := source infra/local/load-env.sh;
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: help install stack-up stack-down stack-status stack-reset setup run worker web simulate test test-unit lint schema-gate bench clean
+.PHONY: help install stack-up stack-down stack-status stack-reset setup run worker web simulate test test-unit test-js lint schema-gate bench clean
 
 help: ## List the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-13s %s\n", $$1, $$2}'
@@ -39,8 +39,11 @@ run: setup ## Run web + workers (Procfile, via honcho) with a trickle of simulat
 simulate: ## Post realistic offers to the running web app (Ctrl-C to stop)
 	@$(LOAD_ENV) $(BIN)/spacemusic simulate --rate 1
 
-test: stack-up ## Run the whole test suite against the real local stack, with coverage
+test: stack-up test-js ## Run the whole test suite against the real local stack, with coverage
 	@$(LOAD_ENV) $(BIN)/python -m pytest -q -p no:cacheprovider --cov --cov-report=term:skip-covered --cov-report=xml $(PYTEST_ARGS)
+
+test-js: ## Unit tests of the admin page's JavaScript modules (node's built-in test runner)
+	@node --test tests/js/
 
 test-unit: install ## Only the tests that need no running stack
 	@$(BIN)/python -m pytest -q -p no:cacheprovider tests/unit $(PYTEST_ARGS)

@@ -64,7 +64,7 @@ async def test_admin_without_session_goes_to_the_dev_login(admin_client: TestCli
             assert resp.headers["Location"] == "/dev-idp/login"
         async with http.get(f"{base}/admin", allow_redirects=False, cookies={"sm_session": "v1.forged.sig"}) as resp:
             assert resp.status == 303
-        async with http.get(f"{base}/admin/static/app.js") as resp:
+        async with http.get(f"{base}/admin/static/js/main.js") as resp:
             assert resp.status == 200 and resp.content_type == "text/javascript"
         async with http.get(f"{base}/admin/static/__init__.py") as resp:
             assert resp.status == 404

@@ -10,8 +10,11 @@
 - ``GET /admin/`` redirects to ``/admin``.
 - ``GET /admin/login``: the sign-in page (public). In dev it sends the browser to the dev
   IdP's login form.
-- ``GET /admin/static/{name}``: the page's assets (public, a fixed list of files).
-- ``GET /admin/me``: who the session belongs to (declared ``@authenticated()``).
+- ``GET /admin/static/...``: the page's assets, every file under ``static/`` (public;
+  aiohttp's static route: no directory listing, nothing outside the folder, symlinks
+  included). The page's HTML (``index.html``) lives beside this module, not in ``static/``.
+- ``GET /admin/me``: who the session belongs to, the deal statuses (value and label, in
+  lifecycle order, from ``DealStatus``) and the currency exponents (``@authenticated()``).
 
 The data itself (``/deals``, ``/offers/...``, the SSE stream) goes through the normal,
 permission-checked API routes, authenticated by the same cookie.
@@ -20,22 +23,44 @@ permission-checked API routes, authenticated by the same cookie.
 from __future__ import annotations
 
 import html
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 from aiohttp import web
 
+from models.deal import DealStatus
 from models.money import CURRENCY_EXPONENTS
 from web.auth import AUTH, DEALS_READ, PRINCIPAL, AuthError, Principal, authenticated
 from web.auth.dev_idp import DEV_IDP
 from web.auth.dev_idp import PREFIX as DEV_IDP_PREFIX
 from web.auth.permissions import ADMIN, creator_scope_for
 
-STATIC_DIR = Path(__file__).resolve().parent / "static"
-# Only these files are served; nothing else under static/ (or outside it) is reachable.
-ASSETS = {
-    "app.js": "text/javascript",
-    "app.css": "text/css",
+HERE = Path(__file__).resolve().parent
+PAGE = HERE / "index.html"
+STATIC_DIR = HERE / "static"
+STATIC_PREFIX = "/admin/static"
+# Content types by suffix where Python's own table differs from what browsers expect
+# (Python 3.11 says application/javascript); text assets are UTF-8.
+ASSET_TYPES = {
+    ".js": "text/javascript; charset=utf-8",
+    ".css": "text/css; charset=utf-8",
 }
+ASSET_HEADERS = {
+    # FileResponse answers conditional requests (ETag / Last-Modified); no-cache makes the
+    # browser revalidate, so a deploy is picked up on the next load.
+    "Cache-Control": "no-cache",
+    "X-Content-Type-Options": "nosniff",
+}
+# Labels where the value's words are not the label (a new status still gets one).
+_STATUS_LABELS = {DealStatus.TERMSHEET_ISSUED: "Term sheet issued"}
+
+
+def status_label(status: DealStatus) -> str:
+    return _STATUS_LABELS.get(status) or status.value.replace("_", " ").capitalize()
+
+
+# Every deal status, in lifecycle order (the enum's order), as the page shows it.
+STATUSES = [{"value": status.value, "label": status_label(status)} for status in DealStatus]
 DEV_LOGIN = f"{DEV_IDP_PREFIX}/login"
 SIGN_IN = "/admin/login"
 
@@ -105,7 +130,7 @@ async def admin_page(request: web.Request) -> web.Response:
             ),
             status=403,
         )
-    return _page((STATIC_DIR / "index.html").read_text(encoding="utf-8"))
+    return _page(PAGE.read_text(encoding="utf-8"))
 
 
 async def admin_slash(_: web.Request) -> web.Response:
@@ -120,22 +145,18 @@ async def sign_in_page(request: web.Request) -> web.Response:
     return _page(_SIGN_IN_PAGE)
 
 
-async def static_asset(request: web.Request) -> web.StreamResponse:
-    name = request.match_info["name"]
-    content_type = ASSETS.get(name)
-    if content_type is None:
-        raise web.HTTPNotFound(text="no such asset")
-    # FileResponse answers conditional requests (ETag / Last-Modified); no-cache makes the
-    # browser revalidate, so a deploy is picked up on the next load.
-    response = web.FileResponse(
-        STATIC_DIR / name,
-        headers={
-            "Content-Type": content_type + "; charset=utf-8",
-            "Cache-Control": "no-cache",
-            "X-Content-Type-Options": "nosniff",
-        },
-    )
-    return response
+def _asset_headers(assets: web.AbstractResource) -> Callable[[web.Request, web.StreamResponse], Awaitable[None]]:
+    """An ``on_response_prepare`` hook: the asset headers on every answer of the static route."""
+
+    async def asset_headers(request: web.Request, response: web.StreamResponse) -> None:
+        if request.match_info.route.resource is not assets:
+            return
+        response.headers.update(ASSET_HEADERS)
+        content_type = ASSET_TYPES.get(Path(request.path).suffix)
+        if isinstance(response, web.FileResponse) and response.status < 300 and content_type is not None:
+            response.headers["Content-Type"] = content_type
+
+    return asset_headers
 
 
 @authenticated()
@@ -147,6 +168,7 @@ async def whoami(request: web.Request) -> web.Response:
             "permissions": sorted(principal.permissions),
             "creator_scope": creator_scope_for(principal),
             "expires_at": principal.raw_claims.get("exp"),
+            "statuses": STATUSES,
             # The server's minor-unit exponents, so the page scales amounts exactly as the
             # API stores them (Intl only formats the result).
             "currency_exponents": CURRENCY_EXPONENTS,
@@ -173,7 +195,7 @@ _SHELL = """<!doctype html>
 <meta name="viewport" content="width=device-width, initial-scale=1">
 <title>{title} · SpaceMusic admin</title>
 <link rel="stylesheet" href="/admin/static/app.css">
-<script type="module" src="/admin/static/app.js"></script>
+<script type="module" src="/admin/static/js/main.js"></script>
 </head><body data-view="{view}"><main class="card-page"><div class="card">
 <div class="brand"><span class="brand-mark" aria-hidden="true"></span>SpaceMusic <span class="muted">admin</span></div>
 {body}
@@ -202,5 +224,9 @@ def setup_admin(app: web.Application) -> None:
     router.add_get("/admin", admin_page)
     router.add_get("/admin/", admin_slash)
     router.add_get(SIGN_IN, sign_in_page)
-    router.add_get("/admin/static/{name}", static_asset)
     router.add_get("/admin/me", whoami)
+    # No directory listing (a folder is a 403), nothing outside STATIC_DIR: a symlink that
+    # leads out of it, or a path that climbs out, is a 404. Its canonical path is
+    # STATIC_PREFIX, on the public allowlist as "/admin/static/*".
+    assets = router.add_static(STATIC_PREFIX, STATIC_DIR, show_index=False, follow_symlinks=False)
+    app.on_response_prepare.append(_asset_headers(assets))
