@@ -28,6 +28,7 @@ import asyncpg
 from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient
 
+from infra.avro import codec_from_settings
 from infra.kafka import all_logical_topics
 from infra.settings import Settings
 from models.events import (
@@ -44,7 +45,7 @@ from models.events import (
     TermsheetGenerated,
     ValuationOutcome,
 )
-from projections.rebuild import RebuildOptions, new_codec, rebuild_projections
+from projections.rebuild import RebuildOptions, rebuild_projections
 
 REPO = Path(__file__).resolve().parents[1]
 SPACEMUSIC = str(REPO / ".venv" / "bin" / "spacemusic")
@@ -170,7 +171,7 @@ def lifecycle(i: int, rng: random.Random) -> list[Event]:
 
 
 async def produce(settings: Settings, target: int) -> int:
-    codec = new_codec(settings)
+    codec = codec_from_settings(settings)
     await codec.register_all()
     producer = AIOKafkaProducer(
         bootstrap_servers=settings.kafka_bootstrap_servers, linger_ms=50, max_batch_size=1024 * 1024, acks=1

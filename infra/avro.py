@@ -166,6 +166,11 @@ def _json_item(item: Any) -> Any:
     return item
 
 
+def json_dumps(value: Any) -> str:
+    """Compact JSON of already-JSON values (as ``event_payload`` returns)."""
+    return json.dumps(value, separators=(",", ":"))
+
+
 def event_payload(event: Event) -> dict[str, Any]:
     """The event as JSON values (datetimes as ISO-8601, enums as their value): what the
     deal history stores and the API shows."""

@@ -17,6 +17,7 @@ from collections.abc import AsyncIterator, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from types import TracebackType
+from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
@@ -140,10 +141,18 @@ def to_millis(moment: datetime) -> int:
 class TopicReader:
     """Assign-and-seek reads of logical topics; use as ``async with TopicReader(settings)``."""
 
-    def __init__(self, settings: Settings, idle_timeout: float = 30.0, client_id: str = "spacemusic-reader") -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        idle_timeout: float = 30.0,
+        client_id: str = "spacemusic-reader",
+        **consumer_options: Any,
+    ) -> None:
+        """``consumer_options`` go to the aiokafka consumer (bulk readers raise the fetch sizes)."""
         self._settings = settings
         self._idle_timeout = idle_timeout
         self._client_id = client_id
+        self._consumer_options = consumer_options
         self._consumer: AIOKafkaConsumer | None = None
         self._admin: AIOKafkaAdminClient | None = None
 
@@ -158,6 +167,7 @@ class TopicReader:
             group_id=None,
             enable_auto_commit=False,
             auto_offset_reset="earliest",
+            **self._consumer_options,
         )
         self._admin = AIOKafkaAdminClient(bootstrap_servers=servers, client_id=f"{self._client_id}-admin")
         await self._consumer.start()
@@ -292,6 +302,13 @@ class TopicReader:
 
     async def read(self, plan: ReadPlan) -> AsyncIterator[RawRecord]:
         """Every record of the plan, in offset order within each partition."""
+        async for batch in self.read_batches(plan):
+            for record in batch:
+                yield record
+
+    async def read_batches(self, plan: ReadPlan, max_records: int = 1000) -> AsyncIterator[list[RawRecord]]:
+        """The records of the plan as they are fetched, up to ``max_records`` at a time, in
+        offset order within each partition (bulk readers work a batch at a time)."""
         consumer = self.consumer
         active = {TopicPartition(self._settings.topic(r.topic), r.partition): r for r in plan.ranges if r.count > 0}
         if not active:
@@ -302,24 +319,29 @@ class TopicReader:
         loop = asyncio.get_running_loop()
         last_progress = loop.time()
         while active:
-            batch = await consumer.getmany(*active, timeout_ms=1000, max_records=1000)
-            for tp, messages in batch.items():
+            fetched = await consumer.getmany(*active, timeout_ms=1000, max_records=max_records)
+            batch: list[RawRecord] = []
+            for tp, messages in fetched.items():
                 r = active.get(tp)
                 if r is None:
                     continue
                 for m in messages:
                     if m.offset >= r.end:
                         break
-                    last_progress = loop.time()
-                    yield RawRecord(
-                        topic=r.topic,
-                        partition=m.partition,
-                        offset=m.offset,
-                        key=m.key,
-                        value=m.value,
-                        timestamp_ms=m.timestamp,
-                        headers=tuple((k, bytes(v) if v is not None else b"") for k, v in (m.headers or ())),
+                    batch.append(
+                        RawRecord(
+                            topic=r.topic,
+                            partition=m.partition,
+                            offset=m.offset,
+                            key=m.key,
+                            value=m.value,
+                            timestamp_ms=m.timestamp,
+                            headers=tuple((k, bytes(v) if v is not None else b"") for k, v in (m.headers or ())),
+                        )
                     )
+            if batch:
+                last_progress = loop.time()
+                yield batch
             for tp in list(active):
                 # Position, not the last offset seen: offsets can have gaps (transaction
                 # markers), so "the next fetch is at or past the end" is the finishing test.

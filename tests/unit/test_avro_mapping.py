@@ -3,14 +3,28 @@
 from __future__ import annotations
 
 import io
+import uuid
+from datetime import UTC, datetime
 
 import fastavro
 import pytest
 
-from infra.avro import SchemaCatalog, event_to_record, record_to_deadletter, record_to_event
+from infra.avro import SchemaCatalog, event_payload, event_to_record, record_to_deadletter, record_to_event
 from infra.settings import REPO_ROOT
+from infra.sql import jsonable
 from models.errors import InvalidEvent
-from models.events import EVENT_BY_TOPIC, DeadLetter, OfferCreated
+from models.events import (
+    EVENT_BY_TOPIC,
+    DeadLetter,
+    OfferAccepted,
+    OfferCreated,
+    OfferValuated,
+    PayoutCompleted,
+    PayoutProvider,
+    PayoutStatus,
+    RoyaltyPeriod,
+    ValuationOutcome,
+)
 from tests.unit.test_deal_fold import T0, lifecycle
 
 CATALOG = SchemaCatalog.load(REPO_ROOT / "schema")
@@ -58,3 +72,58 @@ def test_semantically_invalid_records_are_rejected() -> None:
         record_to_event(OfferCreated, {**record, "royalty_history": [{"period": "2025-01", "amount_minor": -5}]})
     with pytest.raises(InvalidEvent):
         record_to_event(OfferCreated, {**record, "offer_id": "not-a-uuid"})
+
+
+def _samples() -> list:
+    now = datetime(2026, 3, 1, 12, 0, 0, 123000, tzinfo=UTC)
+    ids = {"offer_id": str(uuid.uuid4()), "creator_id": str(uuid.uuid4()), "correlation_id": "c"}
+    return [
+        OfferCreated(
+            event_id=str(uuid.uuid4()),
+            occurred_at=now,
+            currency="EUR",
+            royalty_history=tuple(RoyaltyPeriod(f"2025-{m:02d}", 1000 * m) for m in range(1, 13)),
+            **ids,
+        ),
+        OfferValuated(
+            event_id=str(uuid.uuid4()),
+            occurred_at=now,
+            outcome=ValuationOutcome.FAILED,
+            currency="EUR",
+            model_version="v1",
+            failure_reason="insufficient_history",
+            causation_id=str(uuid.uuid4()),
+            **ids,
+        ),
+        OfferAccepted(
+            event_id=str(uuid.uuid4()),
+            occurred_at=now,
+            advance_minor=5,
+            currency="JPY",
+            termsheet_sha256="0" * 64,
+            accepted_by="x",
+            **ids,
+        ),
+        PayoutCompleted(
+            event_id=str(uuid.uuid4()),
+            occurred_at=now,
+            payout_id=str(uuid.uuid4()),
+            status=PayoutStatus.FAILED,
+            provider=PayoutProvider.NONE,
+            amount_minor=0,
+            currency="EUR",
+            **ids,
+        ),
+    ]
+
+
+@pytest.mark.parametrize("event", _samples(), ids=lambda e: e.TOPIC)
+def test_the_record_mapping_round_trips_every_event_type(event) -> None:
+    record = event_to_record(event)
+    # fastavro hands uuid logical types over as UUID objects
+    uuids = {"event_id", "offer_id", "creator_id", "causation_id", "payout_id", "recipient_id"}
+    as_read = {k: uuid.UUID(v) if k in uuids and isinstance(v, str) else v for k, v in record.items()}
+    for candidate in (record, as_read):
+        built = record_to_event(type(event), candidate)
+        assert built == record_to_event(type(event), candidate) == event
+        assert event_payload(built) == jsonable(event_to_record(built))
