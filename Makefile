@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 LOAD_ENV := source infra/local/load-env.sh;
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: help install stack-up stack-down stack-status stack-reset setup run worker web simulate test test-unit test-js lint schema-gate bench clean
+.PHONY: help install stack-up stack-down stack-status stack-reset setup run worker web simulate test test-unit test-js lint schema-gate bench loadtest clean
 
 help: ## List the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-13s %s\n", $$1, $$2}'
@@ -59,6 +59,10 @@ schema-gate: ## Every schema/ file BACKWARD compatible with its released version
 
 bench: setup ## Benchmarks under bench/ (print their figures)
 	@$(LOAD_ENV) for b in bench/*.py; do $(BIN)/python $$b || exit 1; done
+
+LOADTEST_ARGS ?= --rate 200 --duration 30s
+loadtest: setup ## Locust against the local stack + SLO gate (LOADTEST_ARGS="--rate 1000 --duration 10m --p95-ms 50")
+	@$(LOAD_ENV) $(BIN)/python bench/loadtest/run.py $(LOADTEST_ARGS)
 
 clean: ## Remove caches and test artifacts (not the stack)
 	rm -rf .pytest_cache htmlcov coverage.xml .coverage test-artifacts

@@ -1,0 +1,1 @@
+"""Load test (locust) and its SLO gate; shared stack harness for the benches."""
