@@ -128,3 +128,79 @@ def pod_specs(docs: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
         elif kind == "CronJob":
             found[f"{kind}/{name}"] = d["spec"]["jobTemplate"]["spec"]["template"]
     return found
+
+
+PROMETHEUS = DEPLOY / "prometheus"
+GRAFANA = DEPLOY / "grafana"
+# Series that the project does not export itself, and where each comes from in production
+# (docs/deploy.md). The rule tests feed them as synthetic series.
+EXTERNAL_METRICS = {
+    "cloud_cost_usd_total": "cost exporter (AWS Cost and Usage Report), docs/deploy.md",
+    "exchange_rate": "ECB reference-rate exporter, docs/deploy.md",
+    "kube_job_status_failed": "kube-state-metrics",
+    "kube_cronjob_status_last_successful_time": "kube-state-metrics",
+}
+_PROMQL_WORDS = {
+    "and",
+    "or",
+    "unless",
+    "by",
+    "without",
+    "on",
+    "ignoring",
+    "group_left",
+    "group_right",
+    "bool",
+    "offset",
+    "inf",
+    "nan",
+}
+
+
+def rule_groups() -> list[dict[str, Any]]:
+    groups = []
+    for path in sorted((PROMETHEUS / "rules").glob("*.yml")):
+        groups += yaml.safe_load(path.read_text())["groups"]
+    return groups
+
+
+def dashboard_queries() -> dict[str, list[str]]:
+    """Dashboard file -> the PromQL of every panel target."""
+    found = {}
+    for path in sorted((GRAFANA / "dashboards").glob("*.json")):
+        board = json.loads(path.read_text())
+        found[path.name] = [t["expr"] for p in board["panels"] for t in p.get("targets", [])]
+    return found
+
+
+def analysis_queries() -> list[str]:
+    """The Rollout's AnalysisTemplate queries, with Argo's {{args.x}} filled in."""
+    docs = render([env_values("prod")])
+    return [
+        re.sub(r"\{\{\s*args\.[\w-]+\s*\}\}", "abc123", m["provider"]["prometheus"]["query"])
+        for d in docs
+        if d["kind"] == "AnalysisTemplate"
+        for m in d["spec"]["metrics"]
+    ]
+
+
+def for_promtool(expr: str) -> str:
+    """Grafana's $__rate_interval is not PromQL; give it a concrete range."""
+    return expr.replace("$__rate_interval", "5m")
+
+
+def metric_names_in(expr: str) -> set[str]:
+    """Metric names a PromQL expression selects (a small lexer, not a full parser):
+    strings, label matchers, ranges and grouping clauses are removed, then every
+    identifier that is not a function call or keyword is a metric name."""
+    e = re.sub(r'"(?:[^"\\]|\\.)*"', '""', for_promtool(expr))
+    e = re.sub(r"\{[^}]*\}", " ", e)
+    e = re.sub(r"\[[^\]]*\]", " ", e)
+    e = re.sub(r"\b(by|without|on|ignoring|group_left|group_right)\s*\([^)]*\)", " ", e)
+    names = set()
+    for m in re.finditer(r"(?<![\w.])([A-Za-z_:][\w:]*)\b(\s*\()?", e):
+        word, call = m.group(1), m.group(2)
+        if call or word.lower() in _PROMQL_WORDS:
+            continue
+        names.add(word)
+    return names

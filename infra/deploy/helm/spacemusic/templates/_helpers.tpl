@@ -39,6 +39,9 @@ linkerd.io/inject: enabled
     secretKeyRef:
       name: {{ $ref.name }}
       key: {{ $ref.key }}
+      {{- if $ref.optional }}
+      optional: true
+      {{- end }}
 {{- end }}
 {{- end -}}
 
