@@ -25,15 +25,16 @@ import click
 from rich.console import Console
 from rich.table import Table
 
-from bootstrap.commands.replay import (
+from bootstrap.commands.support import (
     ISO_TIME,
     Decoder,
     ProgressReporter,
     emit,
     json_value,
+    load_settings,
+    run,
     uuid_option,
 )
-from bootstrap.commands.support import load_settings, run
 from infra.avro import DecodeError, RegistryCodec, RegistryUnavailable, codec_from_settings
 from infra.kafka import EventPublisher
 from infra.settings import Settings

@@ -22,15 +22,16 @@ from rich.panel import Panel
 from rich.table import Table
 from sqlalchemy import select
 
-from bootstrap.commands.replay import (
+from bootstrap.commands.support import (
     ISO_TIME,
     Decoder,
     ProgressReporter,
     emit,
     json_value,
+    load_settings,
+    run,
     uuid_option,
 )
-from bootstrap.commands.support import load_settings, run
 from infra.avro import RegistryUnavailable, codec_from_settings, event_to_record, record_to_event
 from infra.db import create_engine
 from infra.settings import Settings
