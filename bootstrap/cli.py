@@ -16,6 +16,7 @@ from bootstrap.commands.devtoken import dev_token
 from bootstrap.commands.ledger import ledger
 from bootstrap.commands.rebuild import rebuild_projections
 from bootstrap.commands.replay import replay
+from bootstrap.commands.sessions import sessions
 from bootstrap.commands.setup import migrate, schemas, topics
 from bootstrap.commands.simulate import simulate
 from bootstrap.commands.web import web_command
@@ -44,6 +45,7 @@ for command in (
     deadletters,
     deal,
     rebuild_projections,
+    sessions,
 ):
     cli.add_command(command)
 

@@ -77,6 +77,15 @@ class Settings(BaseSettings):
     wise_profile_id: str = ""
     recipient_encryption_key: SecretStr = SecretStr("")
     payout_provider_timeout_seconds: float = 10.0
+    # Ambiguous provider answers (docs/providers.md): how long a Stripe 5xx may take to become
+    # visible before a lookup that still finds nothing counts as "never executed"; how many
+    # lookups the consumer makes itself before parking the payout for the resolver; how often
+    # the resolver wakes, and its longest pause between checks of one parked payout.
+    payout_settle_seconds: float = 900.0
+    payout_inline_unknown_rounds: int = 2
+    payout_resolver_poll_seconds: float = 1.0
+    payout_resolver_max_backoff_seconds: float = 60.0
+    payout_reconcile_interval_seconds: float = 0.0  # 0 = the worker does not reconcile on a schedule
     oidc_issuer: str = ""
     oidc_audience: str = "https://api.spacemusic.local"
     oidc_jwks_url: str = ""
@@ -89,6 +98,7 @@ class Settings(BaseSettings):
     oidc_creator_role: str = "creator"
     dev_idp_key_path: Path = REPO_ROOT / ".local" / "dev-idp" / "signing-key.pem"
     session_secret: SecretStr = SecretStr("")
+    session_check_seconds: float = 5.0  # how often an open SSE stream re-checks its session
     flags_file: Path = REPO_ROOT / "infra" / "local" / "flags.json"
     launchdarkly_sdk_key: SecretStr = SecretStr("")
 

@@ -4,6 +4,7 @@ permissions. Needs no Kafka or Postgres (and none of tests/conftest.py's stack f
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import stat
@@ -34,9 +35,11 @@ from web.auth import (
     OFFERS_WRITE,
     PAYOUTS_WRITE,
     PRINCIPAL,
+    MemoryAuthStore,
     auth_middleware,
     rate_limited,
     requires,
+    session_guard,
     setup_auth,
     visible_to,
 )
@@ -106,7 +109,8 @@ def build_app(settings: Settings, *, list_auth_middleware: bool = True) -> web.A
         [request_context, auth_middleware, json_errors] if list_auth_middleware else [request_context, json_errors]
     )
     app = web.Application(middlewares=middlewares)
-    setup_auth(app, settings)
+    # The per-process store: these tests need no Postgres (test_sessions_shared.py uses it).
+    setup_auth(app, settings, store=MemoryAuthStore())
     app.router.add_post("/offers", create_offer)
     app.router.add_get("/offers/events/deals", deals_stream)
     app.router.add_get("/offers/{offer_id}", get_offer)
@@ -341,7 +345,8 @@ async def test_session_cookie_flow(client: TestClient, dev_settings: Settings) -
     cookie = set_cookies(exchange)["sm_session"]
     assert cookie["httponly"] and cookie["samesite"] == "Strict" and cookie["path"] == "/"
     assert not cookie["secure"]  # dev runs on plain http
-    assert int(cookie["max-age"]) == 8 * 3600
+    # bound to the token: mint_token's tokens live an hour, so the session does too
+    assert 3590 <= int(cookie["max-age"]) <= 3600
     headers = {"Cookie": f"sm_session={cookie.value}"}
     listing = await client.get("/deals", headers=headers)
     assert listing.status == 200 and (await listing.json())["scope"] == CREATOR_A
@@ -355,6 +360,25 @@ async def test_session_cookie_flow(client: TestClient, dev_settings: Settings) -
     assert logout.status == 204
     cleared = set_cookies(logout)["sm_session"]
     assert cleared.value == "" and cleared["max-age"] == "0"
+    # Logout revoked it server-side: a copy of the cookie is worthless now, on every route.
+    for path in ("/deals", "/offers/events/deals"):
+        after = await client.get(path, headers=headers)
+        assert after.status == 401 and await error_of(after) == "invalid_session", path
+        assert set_cookies(after)["sm_session"].value == ""
+    assert (await client.post("/auth/sse-ticket", headers=headers)).status == 401
+
+
+async def test_a_session_never_outlives_its_token(client: TestClient, dev_settings: Settings) -> None:
+    short = mint_token(dev_settings, "auth0|short", [DEALS_READ], ttl=2)
+    exchange = await client.post("/auth/session", headers=bearer(short))
+    assert exchange.status == 200 and (await exchange.json())["expires_in"] <= 2
+    cookie = set_cookies(exchange)["sm_session"]
+    assert int(cookie["max-age"]) <= 2
+    headers = {"Cookie": f"sm_session={cookie.value}"}
+    assert (await client.get("/deals", headers=headers)).status == 200
+    await asyncio.sleep(2.2)
+    expired = await client.get("/deals", headers=headers)
+    assert expired.status == 401 and await error_of(expired) == "session_expired"
 
 
 async def test_cookie_writes_must_come_from_the_same_origin(client: TestClient, dev_settings: Settings) -> None:
@@ -457,7 +481,9 @@ async def test_prod_has_no_dev_idp_and_verifies_against_the_remote_jwks(prod_set
             return_value=httpx.Response(200, json={"keys": [public_jwk(key, "prod-1")]})
         )
         app = build_app(prod_settings, list_auth_middleware=False)
-        assert app.middlewares.index(auth_middleware) == 1  # inserted right after request_context
+        # inserted after request_context, with the shared-state guard right before it
+        assert app.middlewares.index(auth_middleware) == 2
+        assert app.middlewares[1] is session_guard
         async with TestClient(TestServer(app), cookie_jar=DummyCookieJar()) as client:
             for path in (
                 "/dev-idp/.well-known/jwks.json",

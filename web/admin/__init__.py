@@ -30,7 +30,7 @@ from aiohttp import web
 
 from models.deal import DealStatus
 from models.money import CURRENCY_EXPONENTS
-from web.auth import AUTH, DEALS_READ, PRINCIPAL, AuthError, Principal, authenticated
+from web.auth import AUTH, DEALS_READ, PRINCIPAL, Principal, authenticated, session_principal
 from web.auth.dev_idp import DEV_IDP
 from web.auth.dev_idp import PREFIX as DEV_IDP_PREFIX
 from web.auth.permissions import ADMIN, creator_scope_for
@@ -86,16 +86,14 @@ SECURITY_HEADERS = {
 }
 
 
-def _session_principal(request: web.Request) -> Principal | None:
-    """The principal of a valid session cookie, or None (absent, forged or expired)."""
+async def _session_principal(request: web.Request) -> Principal | None:
+    """The principal of an active session (signed cookie and live server-side row), or None
+    (absent, forged, expired, signed out or revoked)."""
     state = request.config_dict[AUTH]
     cookie = request.cookies.get(state.cookie_name)
-    if not cookie:
+    if not cookie or state.store is None:
         return None
-    try:
-        return state.load_session(cookie)
-    except AuthError:
-        return None
+    return await session_principal(state, cookie)
 
 
 def _page(body: str, *, status: int = 200) -> web.Response:
@@ -118,7 +116,7 @@ def _sign_in_location(request: web.Request) -> str:
 
 
 async def admin_page(request: web.Request) -> web.Response:
-    principal = _session_principal(request)
+    principal = await _session_principal(request)
     if principal is None:
         return _redirect(_sign_in_location(request))
     if DEALS_READ not in principal.permissions and ADMIN not in principal.permissions:
@@ -138,7 +136,7 @@ async def admin_slash(_: web.Request) -> web.Response:
 
 
 async def sign_in_page(request: web.Request) -> web.Response:
-    if _session_principal(request) is not None:
+    if await _session_principal(request) is not None:
         return _redirect("/admin")
     if _sign_in_location(request) == DEV_LOGIN:
         return _redirect(DEV_LOGIN)

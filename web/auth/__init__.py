@@ -14,10 +14,13 @@ from urllib.parse import urlsplit
 import httpx
 from aiohttp import web
 
+from infra.db import create_engine
 from infra.logging import get_logger
 from infra.settings import Settings
+from state.sessions import PostgresAuthStore
 from web.auth.dev_idp import PREFIX as DEV_IDP_PREFIX
 from web.auth.dev_idp import DevIdp, add_dev_idp_routes, mint_token
+from web.auth.guard import session_guard, session_principal
 from web.auth.jwks import JwksCache
 from web.auth.middleware import auth_middleware
 from web.auth.permissions import (
@@ -44,6 +47,8 @@ from web.auth.sessions import (
     SESSION_TTL_SECONDS,
     TICKET_TTL_SECONDS,
     AuthState,
+    AuthStore,
+    MemoryAuthStore,
     SignedPrincipalCodec,
     add_session_routes,
 )
@@ -64,12 +69,16 @@ __all__ = [
     "PAYOUTS_WRITE",
     "PRINCIPAL",
     "AuthError",
+    "AuthStore",
+    "MemoryAuthStore",
     "Principal",
     "auth_middleware",
     "authenticated",
     "mint_token",
     "rate_limited",
     "requires",
+    "session_guard",
+    "session_principal",
     "setup_auth",
     "visible_to",
 ]
@@ -88,6 +97,7 @@ def setup_auth(
     *,
     login_redirect: str = "/admin",
     public_routes: Iterable[str] = (),
+    store: AuthStore | None = None,
 ) -> None:
     """Installs ``auth_middleware`` (right after ``request_context``), the /auth routes, the
     dev IdP (dev only) and the token verifier. Call it before the app starts; ``public_routes``
@@ -104,9 +114,13 @@ def setup_auth(
         ),
         public=PublicRoutes(patterns),
         cookie_secure=not settings.is_dev,
+        store=store,
+        revocation_check_seconds=settings.session_check_seconds,
     )
     app[AUTH] = state
     _install_middleware(app)
+    if store is None:
+        app.cleanup_ctx.append(_shared_store(settings, state))
     add_session_routes(app)
     if uses_dev_idp(settings):
         idp = DevIdp.from_settings(settings)
@@ -162,14 +176,30 @@ def _remote_verifier(settings: Settings, state: AuthState) -> Callable[[web.Appl
     return remote_verifier
 
 
+def _shared_store(settings: Settings, state: AuthState) -> Callable[[web.Application], AsyncIterator[None]]:
+    """Sessions, ticket nonces and rate limits in Postgres, shared by every web process."""
+
+    async def shared_store(_: web.Application) -> AsyncIterator[None]:
+        engine = create_engine(settings, pool_size=2)
+        state.store = PostgresAuthStore(engine)
+        yield
+        state.store = None
+        await engine.dispose()
+
+    return shared_store
+
+
 def _install_middleware(app: web.Application) -> None:
     middlewares = app.middlewares
     if auth_middleware in middlewares:
         if request_context in middlewares and middlewares.index(auth_middleware) < middlewares.index(request_context):
             raise RuntimeError("auth_middleware must come after request_context")
-        return
-    position = middlewares.index(request_context) + 1 if request_context in middlewares else 0
-    middlewares.insert(position, auth_middleware)
+    else:
+        position = middlewares.index(request_context) + 1 if request_context in middlewares else 0
+        middlewares.insert(position, auth_middleware)
+    if session_guard not in middlewares:
+        # Right before auth_middleware: it settles the shared-state part of the credential.
+        middlewares.insert(middlewares.index(auth_middleware), session_guard)
 
 
 async def _check_routes_declared(app: web.Application) -> None:

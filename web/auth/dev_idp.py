@@ -28,7 +28,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 
 from infra.settings import Settings
 from web.auth.permissions import ALL_PERMISSIONS, DEALS_READ
-from web.auth.sessions import AUTH, set_session_cookie
+from web.auth.sessions import AUTH, SESSION_TTL_SECONDS, open_session, set_session_cookie
 from web.auth.tokens import (
     CREATOR_CLAIM,
     DEFAULT_CREATOR_ROLE,
@@ -213,7 +213,7 @@ async def login(request: web.Request) -> web.Response:
     else:
         return _login_page("choose admin or creator", status=422)
     state = request.config_dict[AUTH]
-    token = request.app[DEV_IDP].mint(subject, permissions, creator_id)
+    token = request.app[DEV_IDP].mint(subject, permissions, creator_id, ttl=min(SESSION_TTL_SECONDS, MAX_TTL_SECONDS))
     if state.verifier is None:
         raise web.HTTPServiceUnavailable(text="authentication is not ready yet")
     try:
@@ -221,8 +221,9 @@ async def login(request: web.Request) -> web.Response:
         principal = await state.verifier.verify(token)
     except AuthError as exc:
         return _login_page(f"the dev IdP and the verifier disagree: {exc.code}", status=500)
+    value, lifetime = await open_session(state, principal)
     response = web.Response(status=303, headers={"Location": request.app[LOGIN_REDIRECT], "Cache-Control": "no-store"})
-    set_session_cookie(response, state, principal)
+    set_session_cookie(response, state, value, lifetime)
     return response
 
 

@@ -1,14 +1,16 @@
 """Browser credentials derived from a verified access token: SSE tickets and the admin
-session cookie, both HMAC-signed with ``settings.session_secret`` so any web process
-accepts them without shared storage.
+session cookie, both HMAC-signed with ``settings.session_secret``, and both backed by shared
+state in Postgres (``state/sessions.py``) so every web process and every restart agrees.
 
 - ``POST /auth/sse-ticket``: a 60 s ticket for ``EventSource(url + "?ticket=...")``, which
-  cannot send an Authorization header. Single use is enforced per process only (an
-  in-memory nonce set); across processes a ticket could be replayed within its 60 s.
+  cannot send an Authorization header. Single use across every process: its nonce is
+  inserted into ``auth_ticket_nonces`` on redemption (web/auth/guard.py).
 - ``POST /auth/session``: exchanges a bearer token for an HttpOnly, SameSite=Strict cookie
-  (Secure outside dev) valid 8 h. Stateless: logout clears the browser's copy, but a copied
-  cookie stays valid until it expires (rotate SESSION_SECRET to revoke every session).
-- ``POST /auth/logout``: clears the cookie.
+  (Secure outside dev). The session lives server-side (``auth_sessions``) and ends at the
+  token's ``exp`` (at most 8 h): a token expiring in seconds makes a session of seconds.
+- ``POST /auth/logout``: revokes the server-side session and clears the cookie;
+  ``spacemusic sessions revoke`` revokes by subject, id or all. An SSE stream opened with a
+  session or ticket is closed when it expires or is revoked.
 
 Tickets and cookies are signed with different derived keys, so neither passes for the other.
 """
@@ -22,14 +24,18 @@ import hmac
 import json
 import secrets
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from aiohttp import web
 
+from infra.logging import get_logger
 from web.auth.permissions import PRINCIPAL, PublicRoutes, authenticated, creator_scope_for
 from web.auth.tokens import AuthError, Principal, TokenVerifier, normalize_creator_id
+from web.errors import json_error
+
+log = get_logger(__name__)
 
 TICKET_TTL_SECONDS = 60
 SESSION_TTL_SECONDS = 8 * 3600
@@ -70,15 +76,22 @@ class SignedPrincipalCodec:
         self.ttl = ttl
         self._kind = kind  # the error-code prefix: "ticket" or "session"
 
-    def issue(self, principal: Principal, *, now: float | None = None) -> str:
+    def issue(
+        self,
+        principal: Principal,
+        *,
+        now: float | None = None,
+        nonce: str | None = None,
+        expires_at: int | None = None,
+    ) -> str:
         issued = int(time.time() if now is None else now)
         payload = {
             "sub": principal.subject,
             "prm": sorted(principal.permissions),
             "cid": principal.creator_id,
             "iat": issued,
-            "exp": issued + self.ttl,
-            "nce": secrets.token_urlsafe(16),
+            "exp": min(issued + self.ttl, expires_at) if expires_at is not None else issued + self.ttl,
+            "nce": nonce or secrets.token_urlsafe(16),
         }
         body = _b64encode(json.dumps(payload, separators=(",", ":"), sort_keys=True).encode())
         signing_input = f"{_VERSION}.{body}"
@@ -130,7 +143,8 @@ class SignedPrincipalCodec:
 
 
 class NonceStore:
-    """Nonces already redeemed in this process, kept until their credential expires."""
+    """Nonces already redeemed in this process, kept until their credential expires (a cheap
+    first filter; the shared store decides across processes)."""
 
     def __init__(self, clock: Callable[[], float] = time.time) -> None:
         self._seen: dict[str, float] = {}
@@ -147,6 +161,76 @@ class NonceStore:
         return True
 
 
+class AuthStore(Protocol):
+    """Shared security state: ``state.sessions.PostgresAuthStore`` in every real process."""
+
+    async def create_session(
+        self,
+        session_id: str,
+        subject: str,
+        permissions: Iterable[str],
+        creator_id: str | None,
+        expires_at: float,
+        correlation_id: str | None = None,
+    ) -> None: ...
+
+    async def session_expiry(self, session_id: str) -> float | None: ...
+
+    async def revoke_session(self, session_id: str, reason: str = "logout") -> bool: ...
+
+    async def consume_nonce(self, nonce: str, expires_at: float) -> bool: ...
+
+    async def acquire(self, bucket: str, key: str, per_minute: int, burst: int | None = None) -> float | None: ...
+
+
+class MemoryAuthStore:
+    """The same interface in one process's memory: for tests and tools without a database.
+    Never what ``setup_auth`` picks by itself."""
+
+    def __init__(self, clock: Callable[[], float] = time.time) -> None:
+        self._clock = clock
+        self.sessions: dict[str, tuple[float, bool]] = {}
+        self._nonces = NonceStore(clock)
+        self._buckets: dict[tuple[str, str], tuple[float, float]] = {}
+
+    async def create_session(
+        self,
+        session_id: str,
+        subject: str,
+        permissions: Iterable[str],
+        creator_id: str | None,
+        expires_at: float,
+        correlation_id: str | None = None,
+    ) -> None:
+        self.sessions[session_id] = (expires_at, False)
+
+    async def session_expiry(self, session_id: str) -> float | None:
+        entry = self.sessions.get(session_id)
+        if entry is None or entry[1] or entry[0] <= self._clock():
+            return None
+        return entry[0]
+
+    async def revoke_session(self, session_id: str, reason: str = "logout") -> bool:
+        entry = self.sessions.get(session_id)
+        if entry is None or entry[1]:
+            return False
+        self.sessions[session_id] = (entry[0], True)
+        return True
+
+    async def consume_nonce(self, nonce: str, expires_at: float) -> bool:
+        return self._nonces.consume(nonce, expires_at)
+
+    async def acquire(self, bucket: str, key: str, per_minute: int, burst: int | None = None) -> float | None:
+        capacity, rate, now = float(burst if burst is not None else per_minute), per_minute / 60.0, self._clock()
+        tokens, updated = self._buckets.get((bucket, key), (capacity, now))
+        tokens = min(capacity, tokens + (now - updated) * rate)
+        if tokens < 1.0:
+            self._buckets[(bucket, key)] = (tokens, now)
+            return (1.0 - tokens) / rate
+        self._buckets[(bucket, key)] = (tokens - 1.0, now)
+        return None
+
+
 @dataclass
 class AuthState:
     """Everything the auth middleware and the /auth handlers share, in ``app[AUTH]``."""
@@ -158,6 +242,10 @@ class AuthState:
     public: PublicRoutes
     cookie_secure: bool
     nonces: NonceStore = field(default_factory=NonceStore)
+    # None until the cleanup context has connected to Postgres (or a test passed one).
+    store: AuthStore | None = None
+    # How often an open SSE stream re-checks that its session is still active.
+    revocation_check_seconds: float = 5.0
 
     @property
     def cookie_name(self) -> str:
@@ -172,20 +260,42 @@ class AuthState:
     def load_session(self, value: str) -> Principal:
         return self.sessions.load(value).principal
 
+    def require_store(self) -> AuthStore:
+        if self.store is None:
+            raise AuthError("auth_unavailable", "authentication is not ready yet", status=503)
+        return self.store
+
 
 AUTH = web.AppKey("auth", AuthState)
 
 
-def set_session_cookie(response: web.StreamResponse, state: AuthState, principal: Principal) -> None:
+def set_session_cookie(response: web.StreamResponse, state: AuthState, value: str, max_age: int) -> None:
     response.set_cookie(
         state.cookie_name,
-        state.sessions.issue(principal),
-        max_age=state.sessions.ttl,
+        value,
+        max_age=max(0, max_age),
         path="/",
         httponly=True,
         secure=state.cookie_secure,
         samesite="Strict",
     )
+
+
+async def open_session(state: AuthState, principal: Principal, *, correlation_id: str | None = None) -> tuple[str, int]:
+    """A server-side session for ``principal`` ending at its token's ``exp`` (at most 8 h):
+    the signed cookie value and its lifetime in seconds."""
+    now = int(time.time())
+    expires_at = now + SESSION_TTL_SECONDS
+    token_exp = principal.raw_claims.get("exp")
+    if isinstance(token_exp, int | float) and not isinstance(token_exp, bool):
+        expires_at = min(expires_at, int(token_exp))
+    if expires_at <= now:
+        raise AuthError("token_expired", "the token has expired")
+    session_id = secrets.token_urlsafe(32)
+    await state.require_store().create_session(
+        session_id, principal.subject, principal.permissions, principal.creator_id, expires_at, correlation_id
+    )
+    return state.sessions.issue(principal, now=now, nonce=session_id, expires_at=expires_at), expires_at - now
 
 
 def clear_session_cookie(response: web.StreamResponse, state: AuthState) -> None:
@@ -215,22 +325,38 @@ async def issue_sse_ticket(request: web.Request) -> web.Response:
 @authenticated(cookie=False)
 async def create_session(request: web.Request) -> web.Response:
     principal = request[PRINCIPAL]
+    state = request.config_dict[AUTH]
+    try:
+        value, lifetime = await open_session(state, principal, correlation_id=request.headers.get("X-Correlation-ID"))
+    except AuthError as exc:
+        return _no_store(json_error(exc.status, exc.code, exc.message))
     response = _no_store(
         web.json_response(
             {
                 "subject": principal.subject,
-                "expires_in": SESSION_TTL_SECONDS,
+                "expires_in": lifetime,
                 "permissions": sorted(principal.permissions),
             }
         )
     )
-    set_session_cookie(response, request.config_dict[AUTH], principal)
+    set_session_cookie(response, state, value, lifetime)
     return response
 
 
 async def logout(request: web.Request) -> web.Response:
+    """Revokes the server-side session (if the cookie names a valid one) and clears it."""
+    state = request.config_dict[AUTH]
+    cookie = request.cookies.get(state.cookie_name)
+    if cookie is not None and state.store is not None:
+        try:
+            grant = state.sessions.load(cookie)
+        except AuthError:
+            pass  # forged or expired: nothing to revoke
+        else:
+            if await state.store.revoke_session(grant.nonce, "logout"):
+                log.info("session_revoked", reason="logout", subject=grant.principal.subject)
     response = web.Response(status=204)
-    clear_session_cookie(response, request.config_dict[AUTH])
+    clear_session_cookie(response, state)
     return response
 
 

@@ -1,0 +1,180 @@
+"""Security state shared by web processes (issue 11, points 2 and 3), against two real
+`spacemusic web` processes and the test session's Postgres:
+
+- a ticket redeemed on one process is refused on the other;
+- a session lives server-side: logout on one process, or `spacemusic sessions revoke`,
+  ends it on both, and an SSE stream open with it is closed;
+- a session never outlives its token, and a stream opened with it closes when it expires;
+- the rate-limit buckets are shared by every process and survive a restart (a new engine).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import AsyncIterator, Iterator
+
+import aiohttp
+import pytest
+
+from infra.db import create_engine
+from state.sessions import PostgresAuthStore
+from tests.sse import SseStream
+from tests.stack import Process, free_port, run_cli
+from web.auth import ADMIN, DEALS_READ, mint_token
+
+COOKIE = "sm_session"  # dev runs on plain http
+
+
+@pytest.fixture(scope="module")
+def two_webs(stack_env: dict[str, str]) -> Iterator[list[str]]:
+    ports = [free_port(), free_port()]
+    env = {**stack_env, "SESSION_CHECK_SECONDS": "0.5"}
+    procs = [Process(f"web-auth-{i}", {**env, "WEB_PORT": str(port)}, "web") for i, port in enumerate(ports)]
+    try:
+        for proc in procs:
+            proc.wait_for_log('"deal_feed_listening"', timeout=90)
+        yield [f"http://127.0.0.1:{port}" for port in ports]
+    finally:
+        for proc in procs:
+            proc.stop()
+
+
+@pytest.fixture
+async def http() -> AsyncIterator[aiohttp.ClientSession]:
+    # No cookie jar: each request sends exactly the credential the test means.
+    async with aiohttp.ClientSession(cookie_jar=aiohttp.DummyCookieJar()) as session:
+        yield session
+
+
+def bearer(settings, subject: str, *permissions: str, ttl: int = 600) -> dict[str, str]:  # type: ignore[no-untyped-def]
+    return {"Authorization": f"Bearer {mint_token(settings, subject, permissions or (DEALS_READ,), ttl=ttl)}"}
+
+
+async def ticket(http: aiohttp.ClientSession, base: str, headers: dict[str, str]) -> str:
+    async with http.post(f"{base}/auth/sse-ticket", headers=headers) as resp:
+        assert resp.status == 200, await resp.text()
+        return (await resp.json())["ticket"]
+
+
+async def session_cookie(http: aiohttp.ClientSession, base: str, headers: dict[str, str]) -> dict[str, str]:
+    async with http.post(f"{base}/auth/session", headers=headers) as resp:
+        assert resp.status == 200, await resp.text()
+        return {"Cookie": f"{COOKIE}={resp.cookies[COOKIE].value}"}
+
+
+async def error_of(resp: aiohttp.ClientResponse) -> str:
+    return (await resp.json())["error"]
+
+
+async def closed_within(stream: SseStream, seconds: float) -> float:
+    """Reads until the server ends the stream; how long that took."""
+    started = time.monotonic()
+    with pytest.raises((ConnectionError, aiohttp.ClientPayloadError)):
+        async with asyncio.timeout(seconds):
+            while True:
+                await stream.next(timeout=seconds)
+    return time.monotonic() - started
+
+
+async def test_a_ticket_used_on_one_process_is_refused_on_the_other(two_webs, http, settings) -> None:
+    one, other = two_webs
+    headers = bearer(settings, "test|tickets")
+    for first, second in ((one, other), (other, one)):
+        value = await ticket(http, first, headers)
+        async with http.get(f"{first}/offers/events/deals", params={"ticket": value}) as resp:
+            assert resp.status == 200
+            assert (await SseStream(resp).next()).event == "ready"
+        async with http.get(f"{second}/offers/events/deals", params={"ticket": value}) as replay:
+            assert replay.status == 401 and await error_of(replay) == "ticket_reused"
+        async with http.get(f"{first}/offers/events/deals", params={"ticket": value}) as again:
+            assert again.status == 401 and await error_of(again) == "ticket_reused"
+
+
+async def test_logout_on_one_process_ends_the_session_and_its_stream_on_the_other(two_webs, http, settings) -> None:
+    one, other = two_webs
+    cookie = await session_cookie(http, one, bearer(settings, "test|logout"))
+    async with http.get(f"{other}/deals", headers=cookie) as resp:
+        assert resp.status == 200
+    async with http.get(f"{other}/offers/events/deals", headers=cookie) as resp:
+        assert resp.status == 200
+        stream = SseStream(resp)
+        assert (await stream.next()).event == "ready"
+        async with http.post(f"{one}/auth/logout", headers=cookie) as out:
+            assert out.status == 204
+        assert await closed_within(stream, 5) < 5
+    for base in (one, other):
+        async with http.get(f"{base}/deals", headers=cookie) as resp:
+            assert resp.status == 401 and await error_of(resp) == "invalid_session"
+        async with http.get(f"{base}/admin", headers=cookie, allow_redirects=False) as page:
+            assert page.status == 303  # the page shell checks the server-side row too
+
+
+async def test_sessions_revoke_command_ends_sessions_and_streams(two_webs, http, settings, stack_env) -> None:
+    one, other = two_webs
+    subject = f"test|revoke-{uuid.uuid4().hex[:6]}"
+    cookies = [await session_cookie(http, base, bearer(settings, subject, ADMIN)) for base in two_webs]
+    bystander = await session_cookie(http, one, bearer(settings, "test|bystander"))
+    listed = run_cli(stack_env, "sessions", "list", "--subject", subject)
+    assert listed.stdout.count(subject) == 2
+    async with http.get(f"{one}/offers/events/deals", headers=cookies[1]) as resp:
+        stream = SseStream(resp)
+        assert (await stream.next()).event == "ready"
+        revoked = run_cli(stack_env, "sessions", "revoke", "--subject", subject)
+        assert revoked.stdout.strip() == "2"
+        assert await closed_within(stream, 5) < 5
+    for cookie in cookies:
+        for base in two_webs:
+            async with http.get(f"{base}/deals", headers=cookie) as resp:
+                assert resp.status == 401 and await error_of(resp) == "invalid_session"
+    async with http.get(f"{other}/deals", headers=bystander) as resp:
+        assert resp.status == 200
+    assert run_cli(stack_env, "sessions", "revoke", check=False).returncode != 0  # says what to revoke
+
+
+async def test_a_session_and_its_stream_end_with_the_token(two_webs, http, settings) -> None:
+    one, other = two_webs
+    cookie = await session_cookie(http, one, bearer(settings, "test|short", ttl=4))
+    async with http.get(f"{other}/offers/events/deals", headers=cookie) as resp:
+        assert resp.status == 200
+        stream = SseStream(resp)
+        assert (await stream.next()).event == "ready"
+        assert await closed_within(stream, 8) < 6
+    async with http.get(f"{one}/deals", headers=cookie) as resp:
+        assert resp.status == 401 and await error_of(resp) in ("session_expired", "invalid_session")
+
+
+async def test_rate_limit_buckets_are_shared_and_survive_a_restart(settings) -> None:
+    engines = [create_engine(settings, pool_size=1) for _ in range(2)]
+    stores = [PostgresAuthStore(engine) for engine in engines]
+    key = f"sub:test|{uuid.uuid4().hex[:8]}"
+    try:
+        results = [await stores[i % 2].acquire("test-shared", key, per_minute=3) for i in range(4)]
+        assert results[:3] == [None, None, None]
+        assert results[3] is not None and 0 < results[3] <= 20
+        # both "processes" at once: exactly the budget is granted
+        other = f"sub:test|{uuid.uuid4().hex[:8]}"
+        burst = await asyncio.gather(*(stores[i % 2].acquire("test-shared", other, per_minute=5) for i in range(12)))
+        assert sum(r is None for r in burst) == 5
+    finally:
+        for engine in engines:
+            await engine.dispose()
+    restarted = create_engine(settings, pool_size=1)
+    try:
+        assert await PostgresAuthStore(restarted).acquire("test-shared", key, per_minute=3) is not None
+    finally:
+        await restarted.dispose()
+
+
+async def test_ticket_nonces_are_single_use_across_stores(settings) -> None:
+    engines = [create_engine(settings, pool_size=2) for _ in range(2)]
+    stores = [PostgresAuthStore(engine) for engine in engines]
+    try:
+        nonce = uuid.uuid4().hex
+        expires = time.time() + 60
+        outcomes = await asyncio.gather(*(stores[i % 2].consume_nonce(nonce, expires) for i in range(6)))
+        assert outcomes.count(True) == 1
+    finally:
+        for engine in engines:
+            await engine.dispose()
