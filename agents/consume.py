@@ -272,7 +272,10 @@ async def consume_batches(
     loop = asyncio.get_running_loop()
     try:
         while True:
-            batch = [await _first(queue, pumping)]
+            first = await _first(queue, pumping)
+            if first is _ENDED:
+                return  # the worker is stopping
+            batch = [first]
             deadline = loop.time() + within
             while len(batch) < max_batch:
                 remaining = deadline - loop.time()
@@ -291,12 +294,16 @@ async def consume_batches(
             await pumping
 
 
+_ENDED = object()
+
+
 async def _first(queue: asyncio.Queue[Any], pumping: asyncio.Task[None]) -> Any:
-    """The next message, or the pump's own failure (never a silent stall)."""
+    """The next message; ``_ENDED`` when the stream stopped; the pump's own failure raised
+    (never a silent stall)."""
     getting = asyncio.ensure_future(queue.get())
     done, _ = await asyncio.wait({getting, pumping}, return_when=asyncio.FIRST_COMPLETED)
     if getting in done:
         return getting.result()
     getting.cancel()
     pumping.result()  # raises what stopped the pump
-    raise RuntimeError("the stream ended")
+    return _ENDED
