@@ -19,6 +19,7 @@ from bootstrap.commands.replay import replay
 from bootstrap.commands.sessions import sessions
 from bootstrap.commands.setup import migrate, schemas, topics
 from bootstrap.commands.simulate import simulate
+from bootstrap.commands.trace import trace_command
 from bootstrap.commands.web import web_command
 from bootstrap.commands.worker import faust_cli, worker
 
@@ -46,6 +47,7 @@ for command in (
     deal,
     rebuild_projections,
     sessions,
+    trace_command,
 ):
     cli.add_command(command)
 

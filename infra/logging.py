@@ -4,8 +4,10 @@ the same JSON renderer so a process never mixes formats."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import sys
+from collections.abc import Iterator
 from typing import TextIO
 
 import structlog
@@ -72,3 +74,60 @@ def configure_logging(level: str = "INFO", stream: TextIO | None = None) -> None
 
 def get_logger(name: str) -> structlog.stdlib.BoundLogger:
     return structlog.get_logger(name)
+
+
+# --- correlation: one deal followed across processes -----------------------------------------
+
+MAX_CORRELATION_ID = 128
+CORRELATION_HEADER = "X-Correlation-ID"
+
+
+def correlation_id_from(header: str | None, request_id: str) -> str:
+    """The correlation id of an HTTP request: the caller's ``X-Correlation-ID`` (printable,
+    at most 128 characters), else the request id. The same value goes into the events the
+    request publishes (their envelope and Kafka headers) and into every log line."""
+    if header and header.isprintable() and len(header) <= MAX_CORRELATION_ID:
+        return header
+    return request_id
+
+
+def bind_request_context(request_id: str, correlation_id: str) -> None:
+    """Binds both ids for the rest of the request (every log line of web handlers)."""
+    structlog.contextvars.bind_contextvars(request_id=request_id, correlation_id=correlation_id)
+
+
+def _field(event: object, name: str) -> object:
+    if isinstance(event, dict):
+        return event.get(name)
+    return getattr(event, name, None)
+
+
+def _event_fields(event: object) -> dict[str, str]:
+    return {
+        key: str(value)
+        for key in ("correlation_id", "offer_id", "event_id")
+        if (value := _field(event, key)) not in (None, "")
+    }
+
+
+def bind_event_context(event: object) -> dict[str, str]:
+    """Binds an event's ``correlation_id``, ``offer_id`` and ``event_id`` (an event object or a
+    decoded dict) for every log line while a worker handles it; returns what was bound.
+
+    Call it at the start of handling each message, after decoding (and ``unbind_event_context``
+    or ``structlog.contextvars.clear_contextvars()`` after it), or use :func:`event_log_context`."""
+    bound = _event_fields(event)
+    structlog.contextvars.bind_contextvars(**bound)
+    return bound
+
+
+def unbind_event_context() -> None:
+    structlog.contextvars.unbind_contextvars("correlation_id", "offer_id", "event_id")
+
+
+@contextlib.contextmanager
+def event_log_context(event: object) -> Iterator[dict[str, str]]:
+    """``with event_log_context(event): ...``: bound for the block, restored after it."""
+    bound = _event_fields(event)
+    with structlog.contextvars.bound_contextvars(**bound):
+        yield bound
