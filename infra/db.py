@@ -9,8 +9,20 @@ from infra.retry import STARTUP, retry
 from infra.settings import Settings
 
 
-def create_engine(settings: Settings, pool_size: int = 5) -> AsyncEngine:
-    return create_async_engine(settings.sqlalchemy_url, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True)
+def create_engine(settings: Settings, pool_size: int = 5, pre_ping: bool = False) -> AsyncEngine:
+    """The async engine. No ping per checkout by default: ``pool_pre_ping`` costs a round
+    trip on every ``engine.connect()`` (18 % of a ``GET /deals`` in the web process, measured
+    with py-spy; see docs/performance.md). A connection that died meanwhile (Postgres
+    restarted) fails its one statement with a disconnect error, on which SQLAlchemy discards
+    every pooled connection older than it, so at most one request per process sees the
+    restart; ``pool_recycle`` keeps connections from outliving idle timeouts of proxies."""
+    return create_async_engine(
+        settings.sqlalchemy_url,
+        pool_size=pool_size,
+        max_overflow=pool_size,
+        pool_pre_ping=pre_ping,
+        pool_recycle=1800,
+    )
 
 
 async def wait_for_postgres(settings: Settings, timeout: float) -> None:
