@@ -242,7 +242,8 @@ async def test_outside_dev_the_page_asks_to_sign_in(settings, browser, tmp_path)
 
     from tests.unit.test_auth_tokens import base_claims, public_jwk, sign
     from web.admin import setup_admin
-    from web.auth import AUTH, auth_middleware, setup_auth
+    from web.auth import AUTH, MemoryAuthStore, auth_middleware, setup_auth
+    from web.auth.sessions import open_session
     from web.auth.tokens import Principal
     from web.middleware import json_errors, request_context
 
@@ -252,15 +253,15 @@ async def test_outside_dev_the_page_asks_to_sign_in(settings, browser, tmp_path)
         mock.get(PROD_JWKS).mock(return_value=httpx.Response(200, json={"keys": [public_jwk(key, "prod-1")]}))
         mock.route(host="127.0.0.1").pass_through()
         app = web.Application(middlewares=[request_context, auth_middleware, json_errors])
-        setup_auth(app, prod)
+        setup_auth(app, prod, store=MemoryAuthStore())  # sessions are server-side: this app's own store
         setup_admin(app)
         async with TestClient(TestServer(app), cookie_jar=aiohttp.DummyCookieJar()) as client:
             state = app[AUTH]
             assert state.cookie_name == "__Host-sm_session"
 
-            def cookie(*permissions: str) -> dict[str, str]:
-                principal = Principal("auth0|ops", frozenset(permissions), None, {})
-                return {"Cookie": f"{state.cookie_name}={state.sessions.issue(principal)}"}
+            async def cookie(*permissions: str) -> dict[str, str]:
+                session, _ = await open_session(state, Principal("auth0|ops", frozenset(permissions), None, {}))
+                return {"Cookie": f"{state.cookie_name}={session}"}
 
             for path, location in (("/admin", "/admin/login"), ("/admin/", "/admin")):
                 resp = await client.get(path, allow_redirects=False)
@@ -269,12 +270,12 @@ async def test_outside_dev_the_page_asks_to_sign_in(settings, browser, tmp_path)
             signin = await client.get("/admin/login")
             assert signin.status == 200 and 'id="signin-form"' in await signin.text()
             assert "frame-ancestors 'none'" in signin.headers["Content-Security-Policy"]
-            page = await client.get("/admin", headers=cookie("deals:read"))
+            page = await client.get("/admin", headers=await cookie("deals:read"))
             assert page.status == 200 and 'data-view="deals"' in await page.text()
             assert page.headers["Cache-Control"] == "no-store"
-            forbidden = await client.get("/admin", headers=cookie("creators:read"))
+            forbidden = await client.get("/admin", headers=await cookie("creators:read"))
             assert forbidden.status == 403 and "may not read deals" in await forbidden.text()
-            me = await (await client.get("/admin/me", headers=cookie("deals:read"))).json()
+            me = await (await client.get("/admin/me", headers=await cookie("deals:read"))).json()
             assert me["subject"] == "auth0|ops" and me["currency_exponents"]["JPY"] == 0
 
             # In the browser: sign in with an access token, land on the page, see its error state.
