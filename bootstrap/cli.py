@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import click
 
+from bootstrap.commands.backup import backup, restore
 from bootstrap.commands.deadletters import deadletters
 from bootstrap.commands.deal import deal
 from bootstrap.commands.devtoken import dev_token
@@ -46,6 +47,8 @@ for command in (
     deadletters,
     deal,
     rebuild_projections,
+    backup,
+    restore,
     sessions,
     trace_command,
 ):
