@@ -121,6 +121,13 @@ class JwksCache:
     def kids(self) -> frozenset[str]:
         return frozenset(self._keys)
 
+    def fresh_key(self, kid: str) -> VerificationKey | None:
+        """The key for ``kid`` if it is cached and not due for a refetch; never fetches.
+        (A token verifier re-checks a cached verification against this.)"""
+        if self._http is not None and self._is_stale():
+            return None
+        return self._keys.get(kid)
+
     async def get_key(self, kid: str) -> VerificationKey | None:
         """The key for ``kid``; None if the IdP does not (or no longer) publish it."""
         key = self._keys.get(kid)

@@ -8,8 +8,9 @@ confusion attack (HMAC "signed" with the public key) before PyJWT sees the token
 
 from __future__ import annotations
 
+import time
 import uuid
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
@@ -24,6 +25,10 @@ REQUIRED_CLAIMS = ("sub", "exp", "iat", "iss", "aud")
 DEFAULT_LEEWAY_SECONDS = 30
 # Auth0 access tokens are ~1 KiB; anything much larger is not one of ours.
 MAX_TOKEN_CHARS = 8192
+# Verified tokens remembered per process (each ~1 KiB): a client sends the same token on
+# every request until it expires, and re-verifying it (header and claims parsing, an RSA
+# signature check) is the same answer every time.
+VERIFIED_CACHE_SIZE = 10_000
 
 _FAMILIES: dict[str, frozenset[str]] = {
     "RSA": frozenset({"RS256", "RS384", "RS512", "PS256", "PS384", "PS512"}),
@@ -140,6 +145,7 @@ class TokenVerifier:
         scope_permissions: Mapping[str, frozenset[str]] | None = None,
         roles_claim: str = DEFAULT_ROLES_CLAIM,
         creator_role: str = DEFAULT_CREATOR_ROLE,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         allowed = check_algorithms(algorithms)
         if not issuer or not audience:
@@ -152,8 +158,26 @@ class TokenVerifier:
         self._scope_permissions = dict(scope_permissions or {})
         self._roles_claim = roles_claim
         self._creator_role = creator_role
+        self._clock = clock
+        # token -> (principal, the key that verified it, exp). Only successes are kept.
+        self._verified: dict[str, tuple[Principal, VerificationKey, float]] = {}
 
     async def verify(self, token: str) -> Principal:
+        cached = self._verified.get(token) if isinstance(token, str) else None
+        if cached is not None:
+            principal, key, exp = cached
+            # The same bytes verify the same way; what can change is time (exp) and the
+            # key set (a rotated-out key, or a JWKS due for a refetch: then the full path).
+            if self._clock() < exp and self._jwks.fresh_key(key.kid) is key:
+                return principal
+            self._verified.pop(token, None)
+        principal, key = await self._verify(token)
+        if len(self._verified) >= VERIFIED_CACHE_SIZE:
+            self._verified.pop(next(iter(self._verified)))
+        self._verified[token] = (principal, key, float(principal.raw_claims["exp"]))
+        return principal
+
+    async def _verify(self, token: str) -> tuple[Principal, VerificationKey]:
         header = self._header(token)
         algorithm = header.get("alg")
         if not isinstance(algorithm, str) or algorithm not in self._algorithms:
@@ -172,7 +196,7 @@ class TokenVerifier:
         if not _algorithm_fits_key(algorithm, key):
             raise AuthError("bad_algorithm", "the token's algorithm does not match its signing key")
         claims = self._decode(token, key.key, algorithm)
-        return self._principal(claims)
+        return self._principal(claims), key
 
     def _header(self, token: str) -> dict[str, Any]:
         if not isinstance(token, str) or not token:
