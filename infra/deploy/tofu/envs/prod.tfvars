@@ -1,0 +1,15 @@
+environment                = "prod"
+region                     = "eu-west-1"
+vpc_cidr                   = "10.30.0.0/16"
+zones                      = ["eu-west-1a", "eu-west-1b", "eu-west-1c"]
+single_nat_gateway         = false
+db_instance_class          = "db.r6g.large"
+db_storage_gb              = 200
+db_multi_az                = true
+db_backup_retention_days   = 35
+deletion_protection        = true
+kafka_broker_instance_type = "kafka.m7g.large"
+kafka_broker_volume_gb     = 500
+access_log_bucket          = "spacemusic-prod-access-logs"
+eks_oidc_provider_arn      = "arn:aws:iam::222222222222:oidc-provider/oidc.eks.eu-west-1.amazonaws.com/id/PROD"
+eks_oidc_provider_url      = "oidc.eks.eu-west-1.amazonaws.com/id/PROD"

@@ -1,0 +1,15 @@
+environment                = "staging"
+region                     = "eu-west-1"
+vpc_cidr                   = "10.20.0.0/16"
+zones                      = ["eu-west-1a", "eu-west-1b"]
+single_nat_gateway         = true
+db_instance_class          = "db.t4g.medium"
+db_storage_gb              = 50
+db_multi_az                = false
+db_backup_retention_days   = 7
+deletion_protection        = false
+kafka_broker_instance_type = "kafka.t3.small"
+kafka_broker_volume_gb     = 50
+access_log_bucket          = "spacemusic-staging-access-logs"
+eks_oidc_provider_arn      = "arn:aws:iam::111111111111:oidc-provider/oidc.eks.eu-west-1.amazonaws.com/id/STAGING"
+eks_oidc_provider_url      = "oidc.eks.eu-west-1.amazonaws.com/id/STAGING"
