@@ -11,3 +11,69 @@ class InvalidMoney(DomainError):
 
 class InvalidEvent(DomainError):
     """A decoded record that does not make a valid domain event."""
+
+
+class NotFound(DomainError):
+    """The thing named does not exist, or the caller may not know that it does (404)."""
+
+
+class OfferNotFound(NotFound):
+    def __init__(self, offer_id: str) -> None:
+        super().__init__(f"no offer {offer_id}")
+        self.offer_id = offer_id
+
+
+class CreatorNotFound(NotFound):
+    def __init__(self, creator_id: str) -> None:
+        super().__init__(f"no creator {creator_id}")
+        self.creator_id = creator_id
+
+
+class Conflict(DomainError):
+    """A command that does not fit the current state of what it names (409)."""
+
+
+class OfferNotAcceptable(Conflict):
+    def __init__(self, status: str) -> None:
+        super().__init__(f"offer is {status}: only a valued offer with a term sheet can be accepted")
+
+
+class OfferNotPayable(Conflict):
+    def __init__(self, status: str) -> None:
+        super().__init__(f"offer is {status}: only an accepted offer can be paid out")
+
+
+class CreatorExists(Conflict):
+    def __init__(self, creator_id: str) -> None:
+        super().__init__(f"creator {creator_id} exists")
+
+
+class RuleViolation(DomainError):
+    """Well-formed input that a business rule refuses; names the field at fault (422)."""
+
+    def __init__(self, message: str, field: str, problem: str) -> None:
+        super().__init__(message)
+        self.field = field
+        self.problem = problem
+
+
+class RecipientNotOfCreator(RuleViolation):
+    def __init__(self) -> None:
+        super().__init__(
+            "unknown recipient for this creator", "recipient_id", "is not a recipient of the offer's creator"
+        )
+
+
+class RecipientCurrencyMismatch(RuleViolation):
+    def __init__(self, currency: str) -> None:
+        super().__init__("recipient currency differs from the offer's", "recipient_id", f"recipient takes {currency}")
+
+
+class UnknownCreator(RuleViolation):
+    def __init__(self) -> None:
+        super().__init__("the creator is not known", "creator_id", "is not a known creator (POST /creators first)")
+
+
+class ForeignCreator(RuleViolation):
+    def __init__(self) -> None:
+        super().__init__("a creator acts for itself only", "creator_id", "a creator may only ask for offers of its own")

@@ -10,20 +10,18 @@ request was well-formed, the catalog simply has no price yet (422 is kept for ba
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
 from typing import Any
 
 from aiohttp import web
 
 from infra.flags import FeatureFlags, FlagContext, flags_from_settings
 from infra.logging import get_logger
-from models.events import RoyaltyPeriod
-from models.pricing import Valuation, value_catalog
-from web.auth.permissions import CREATOR_SCOPE, OFFERS_WRITE, PRINCIPAL, requires
-from web.errors import ValidationFailed, json_error
+from models.pricing import Valuation, ValuationFailure, value_catalog
+from web.auth.permissions import CREATOR_SCOPE, PRINCIPAL
+from web.contract import CalculatorIn
+from web.errors import json_error, problem
 from web.keys import SETTINGS
-from web.offers import read_json
-from web.validation import parse_currency, parse_royalty_history, parse_uuid
+from web.validation import read_body
 
 log = get_logger(__name__)
 
@@ -31,15 +29,6 @@ FLAGS = web.AppKey("flags", FeatureFlags)
 CALCULATOR_V2_FLAG = "calculator-v2-range"
 # What everyone gets when the flag source cannot decide (not started, unreachable, flag absent).
 CALCULATOR_V2_DEFAULT = False
-
-_FIELDS = frozenset({"royalty_history", "currency", "creator_id"})
-
-
-@dataclass(frozen=True, slots=True)
-class CalculatorRequest:
-    currency: str
-    royalty_history: tuple[RoyaltyPeriod, ...]
-    creator_id: str | None
 
 
 async def flags_ctx(app: web.Application) -> AsyncIterator[None]:
@@ -51,24 +40,6 @@ async def flags_ctx(app: web.Application) -> AsyncIterator[None]:
         yield
     finally:
         await flags.close()
-
-
-def parse_calculator_request(body: Any) -> CalculatorRequest:
-    """Validated field by field exactly like POST /offers, except ``creator_id`` is optional."""
-    if not isinstance(body, dict):
-        raise ValidationFailed([{"field": "body", "problem": "must be a JSON object"}])
-    problems: list[dict[str, str]] = []
-    currency = parse_currency(body.get("currency"), "currency", problems)
-    history = parse_royalty_history(body.get("royalty_history"), problems)
-    creator_id = None
-    if body.get("creator_id") is not None:
-        creator_id = parse_uuid(body["creator_id"], "creator_id", problems)
-    for name in sorted(set(body) - _FIELDS):
-        problems.append({"field": name, "problem": "is not a known field"})
-    if problems:
-        raise ValidationFailed(problems)
-    assert currency is not None
-    return CalculatorRequest(currency=currency, royalty_history=history, creator_id=creator_id)
 
 
 def flag_context(request: web.Request, creator_id: str | None) -> FlagContext:
@@ -83,9 +54,8 @@ def flag_context(request: web.Request, creator_id: str | None) -> FlagContext:
     )
 
 
-@requires(OFFERS_WRITE)
 async def calculate_offer(request: web.Request) -> web.Response:
-    quote = parse_calculator_request(await read_json(request))
+    quote = await read_body(request, CalculatorIn)
     scope = request.get(CREATOR_SCOPE)
     if scope is not None and quote.creator_id not in (None, scope):
         # A creator-scoped caller acts for itself only; another creator's id would reveal
@@ -94,19 +64,22 @@ async def calculate_offer(request: web.Request) -> web.Response:
             403,
             "forbidden_creator",
             "you may only price your own catalog",
-            [{"field": "creator_id", "problem": "must be your own creator id (or omitted)"}],
+            [problem("creator_id", "must be your own creator id (or omitted)")],
         )
     context = flag_context(request, quote.creator_id or scope)
     v2 = await request.app[FLAGS].variation(CALCULATOR_V2_FLAG, context, CALCULATOR_V2_DEFAULT)
-    version = "v2" if v2 else "v1"
-    result = value_catalog(quote.royalty_history)
+    result = value_catalog(quote.history())
     log.info(
         "calculator_quote",
-        version=version,
+        version="v2" if v2 else "v1",
         months=result.months_considered,
         priceable=isinstance(result, Valuation),
     )
-    body: dict[str, Any] = {"version": version, "currency": quote.currency}
+    return web.json_response(quote_body(result, quote.currency, v2=v2))
+
+
+def quote_body(result: Valuation | ValuationFailure, currency: str, *, v2: bool) -> dict[str, Any]:
+    body: dict[str, Any] = {"version": "v2" if v2 else "v1", "currency": currency}
     if not isinstance(result, Valuation):
         body.update(
             priceable=False,
@@ -126,4 +99,4 @@ async def calculate_offer(request: web.Request) -> web.Response:
         )
     else:
         body.update(priceable=True, advance_minor=result.median_minor, model_version=result.model_version)
-    return web.json_response(body)
+    return body

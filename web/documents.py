@@ -8,37 +8,37 @@ from __future__ import annotations
 from aiohttp import web
 
 from infra.documents import DocumentNotFound
-from projections.queries import get_deal
-from web.auth.permissions import visible_to
-from web.deals import _offer_id
-from web.errors import json_error
+from models.errors import NotFound
+from web.auth.permissions import CREATOR_SCOPE
+from web.commands import visible_deal
+from web.contract import DocumentQuery
 from web.keys import DOCUMENTS, ENGINE
+from web.validation import path_uuid, read_query
 
 KINDS = {"termsheet": ("termsheet_key", "termsheet_sha256"), "receipt": ("receipt_key", "receipt_sha256")}
 PRESIGN_SECONDS = 300
 
 
 async def get_document(request: web.Request) -> web.StreamResponse:
-    offer_id = _offer_id(request)
+    offer_id = path_uuid(request, "offer_id")
     kind = request.match_info["kind"]
     if kind not in KINDS:
-        return json_error(404, "not_found", "documents are 'termsheet' or 'receipt'")
+        raise NotFound("documents are 'termsheet' or 'receipt'")
+    query = read_query(request, DocumentQuery)
     async with request.app[ENGINE].connect() as conn:
-        deal = await get_deal(conn, offer_id)
-    if deal is None or not visible_to(request, deal["creator_id"]):
-        return json_error(404, "not_found", f"no offer {offer_id}")
+        deal = await visible_deal(conn, offer_id, request.get(CREATOR_SCOPE))
     key_field, hash_field = KINDS[kind]
     key = deal[key_field]
     if key is None:
-        return json_error(404, "not_found", f"offer {offer_id} has no {kind} yet")
+        raise NotFound(f"offer {offer_id} has no {kind} yet")
     store = request.app[DOCUMENTS]
-    if request.query.get("as") == "url":
+    if query.as_ == "url":
         url = await store.presigned_url(key, expires_seconds=PRESIGN_SECONDS)
         return web.json_response({"url": url, "expires_in": PRESIGN_SECONDS, "sha256": deal[hash_field]})
     try:
         body = await store.get(key)
     except DocumentNotFound:
-        return json_error(404, "not_found", f"the {kind} of offer {offer_id} is not in the document store")
+        raise NotFound(f"the {kind} of offer {offer_id} is not in the document store") from None
     return web.Response(
         body=body,
         content_type="application/pdf",

@@ -11,7 +11,7 @@ from aiohttp import web
 
 from infra.logging import get_logger
 from infra.metrics import HTTP_LATENCY, HTTP_REQUESTS
-from web.errors import ValidationFailed, json_error
+from web.errors import error_answer, json_error
 
 log = get_logger("web.access")
 
@@ -63,15 +63,18 @@ async def request_context(request: web.Request, handler: Handler) -> web.StreamR
 
 @web.middleware
 async def json_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Every error leaves as JSON; bad input is a 4xx, never a 500."""
+    """Every error leaves as JSON; bad input is a 4xx, never a 500. Validation, not-found,
+    conflict and rule errors raised anywhere below map through :func:`error_answer`."""
     try:
         return await handler(request)
-    except ValidationFailed as exc:
-        return json_error(422, "validation_failed", "the request has invalid fields", exc.fields)
     except web.HTTPException as exc:
         if exc.status < 400 or exc.content_type == "application/json":
             raise
         return json_error(exc.status, exc.reason.lower().replace(" ", "_"), exc.text or exc.reason)
-    except Exception:
+    except Exception as exc:
+        answer = error_answer(exc)
+        if answer is not None:
+            status, body = answer
+            return web.json_response(body, status=status)
         log.exception("unhandled_error", path=request.path)
         return json_error(500, "internal_error", f"unexpected error; request id {request.get(REQUEST_ID)}")

@@ -1,118 +1,118 @@
-"""Request validation for the offers API: explicit, field by field, no coercion.
+"""From an HTTP request to a request model (web/contract.py), or to the JSON error shape.
 
-Money must be an integer count of minor units (no floats, no strings, no booleans, no
-negatives); currencies must be ISO 4217 codes we know; ids must be UUIDs.
+- :func:`read_body`: a missing, oversized or unparseable body is 400 (413); a body that is
+  JSON but does not fit the model is 422 ``validation_failed`` naming each field.
+- :func:`read_query`: the query string through a :class:`~web.contract.QueryModel`.
+- :func:`path_uuid`: a ``{..._id}`` path segment as a canonical UUID (422 otherwise).
 """
 
 from __future__ import annotations
 
-import uuid
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
-from models.events import RoyaltyPeriod
-from models.money import is_known_currency
-from models.pricing import month_index
-from web.errors import ValidationFailed
+from aiohttp import web
+from pydantic import ValidationError
 
-MAX_HISTORY_MONTHS = 600
-MAX_AMOUNT_MINOR = 10**15
+from web.contract import Problem, QueryModel, RequestModel, _uuid
+from web.errors import ValidationFailed, problem
+
+MAX_BODY_BYTES = 256 * 1024
+EMPTY_BODY = "request body is empty: send a JSON object"
+
+M = TypeVar("M", bound=RequestModel)
+Q = TypeVar("Q", bound=QueryModel)
+
+# Problem text by pydantic error type, for the errors our own validators do not word.
+_BY_TYPE = {
+    "missing": "is required",
+    "extra_forbidden": "is not a known field",
+    "string_type": "must be a string",
+    "bool_type": "must be true or false",
+    "list_type": "must be a list",
+    "tuple_type": "must be a list",
+    "model_type": "must be an object",
+    "model_attributes_type": "must be an object",
+    "dict_type": "must be an object",
+}
+_INTEGER = {"int_type", "int_from_float", "int_parsing", "float_type"}
 
 
-@dataclass(frozen=True)
-class OfferRequest:
-    creator_id: str
-    currency: str
-    royalty_history: tuple[RoyaltyPeriod, ...]
+def field_name(loc: tuple[int | str, ...]) -> str:
+    """``("royalty_history", 0, "period")`` -> ``royalty_history[0].period``."""
+    name = ""
+    for part in loc:
+        name += f"[{part}]" if isinstance(part, int) else (f".{part}" if name else str(part))
+    return name or "body"
 
 
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
+def _problem_text(error: Any, model: type[RequestModel]) -> str:
+    kind, ctx, loc = error["type"], error.get("ctx") or {}, error["loc"]
+    last = next((p for p in reversed(loc) if isinstance(p, str)), "")
+    if loc and loc[0] in model.FIELD_PROBLEMS:
+        return model.FIELD_PROBLEMS[str(loc[0])]
+    if not loc and kind in _BY_TYPE:
+        return "must be a JSON object"
+    if kind.startswith("spacemusic_"):
+        return str(error["msg"])
+    if kind in _INTEGER:
+        if last.endswith("_minor"):
+            return "must be an integer number of minor units (no floats or strings)"
+        return "must be an integer"
+    if kind == "greater_than_equal":
+        return "must not be negative" if ctx.get("ge") == 0 else f"must be at least {ctx.get('ge')}"
+    if kind == "less_than_equal":
+        return f"must be at most {ctx.get('le')}"
+    if kind == "too_long":
+        return f"must have at most {ctx.get('max_length')} entries"
+    if kind in ("enum", "literal_error"):
+        return f"must be one of {ctx.get('expected')}"
+    return _BY_TYPE.get(kind) or str(error["msg"]).lower()
 
 
-def parse_uuid(value: Any, field: str, problems: list[dict[str, str]]) -> str | None:
-    if not isinstance(value, str):
-        problems.append({"field": field, "problem": "is required and must be a UUID string"})
-        return None
+def problems_of(exc: ValidationError, model: type[RequestModel]) -> list[Problem]:
+    found: list[Problem] = []
+    for error in exc.errors(include_url=False):
+        entry = problem(field_name(tuple(error["loc"])), _problem_text(error, model))
+        if entry not in found:
+            found.append(entry)
+    return found
+
+
+def _validated(model: type[M], parse: Any) -> M:
     try:
-        return str(uuid.UUID(value))
+        parsed = parse()
+    except ValidationError as exc:
+        syntax = [e["msg"] for e in exc.errors(include_url=False) if e["type"] == "json_invalid"]
+        if syntax:
+            raise web.HTTPBadRequest(text=f"body is not valid JSON: {syntax[0]}") from None
+        raise ValidationFailed(problems_of(exc, model)) from None
+    late = parsed.problems()
+    if late:
+        raise ValidationFailed(late)
+    return parsed
+
+
+async def read_body(request: web.Request, model: type[M]) -> M:
+    """The body as ``model``: 400 when missing or not JSON, 413 when too large, else 422."""
+    if not request.body_exists:
+        raise web.HTTPBadRequest(text=EMPTY_BODY)
+    if request.content_length is not None and request.content_length > MAX_BODY_BYTES:
+        raise web.HTTPRequestEntityTooLarge(max_size=MAX_BODY_BYTES, actual_size=request.content_length)
+    raw = await request.read()
+    if not raw.strip():
+        raise web.HTTPBadRequest(text=EMPTY_BODY)
+    return _validated(model, lambda: model.model_validate_json(raw))
+
+
+def read_query(request: web.Request, model: type[Q]) -> Q:
+    """The query string as ``model`` (a repeated parameter counts once, the first)."""
+    values = {name: request.query.get(name) for name in request.query}
+    return _validated(model, lambda: model.model_validate(values))
+
+
+def path_uuid(request: web.Request, name: str) -> str:
+    """A UUID path parameter, canonicalised (upper case and braces accepted)."""
+    try:
+        return _uuid(request.match_info[name])
     except ValueError:
-        problems.append({"field": field, "problem": "must be a UUID"})
-        return None
-
-
-def parse_currency(value: Any, field: str, problems: list[dict[str, str]]) -> str | None:
-    if not isinstance(value, str) or not is_known_currency(value):
-        problems.append({"field": field, "problem": "must be a known ISO 4217 currency code, e.g. EUR"})
-        return None
-    return value
-
-
-def parse_amount_minor(value: Any, field: str, problems: list[dict[str, str]]) -> int | None:
-    if not _is_int(value):
-        problems.append({"field": field, "problem": "must be an integer number of minor units (no floats or strings)"})
-        return None
-    if value < 0:
-        problems.append({"field": field, "problem": "must not be negative"})
-        return None
-    if value > MAX_AMOUNT_MINOR:
-        problems.append({"field": field, "problem": f"must be at most {MAX_AMOUNT_MINOR}"})
-        return None
-    return value
-
-
-def parse_royalty_history(raw: Any, problems: list[dict[str, str]]) -> tuple[RoyaltyPeriod, ...]:
-    """A list of ``{period: "YYYY-MM", amount_minor: int}``, each month at most once.
-
-    Shared by POST /offers and POST /calculator so a history the calculator prices is exactly
-    one the offers API accepts. Problems are appended (field names as the client sent them);
-    the returned tuple holds only the valid entries and is meaningless if problems were added.
-    """
-    if not isinstance(raw, list):
-        problems.append(
-            {"field": "royalty_history", "problem": "is required and must be a list of {period, amount_minor}"}
-        )
-        return ()
-    if len(raw) > MAX_HISTORY_MONTHS:
-        problems.append({"field": "royalty_history", "problem": f"must have at most {MAX_HISTORY_MONTHS} entries"})
-        return ()
-    history: list[RoyaltyPeriod] = []
-    seen: set[str] = set()
-    for i, item in enumerate(raw):
-        where = f"royalty_history[{i}]"
-        if not isinstance(item, dict):
-            problems.append({"field": where, "problem": "must be an object {period, amount_minor}"})
-            continue
-        period = item.get("period")
-        if not isinstance(period, str):
-            problems.append({"field": f"{where}.period", "problem": "is required and must be a YYYY-MM string"})
-            period = None
-        else:
-            try:
-                month_index(period)
-            except ValueError:
-                problems.append({"field": f"{where}.period", "problem": "must be a calendar month YYYY-MM"})
-                period = None
-        if period is not None and period in seen:
-            problems.append({"field": f"{where}.period", "problem": f"duplicate month {period}"})
-        amount = parse_amount_minor(item.get("amount_minor"), f"{where}.amount_minor", problems)
-        if period is not None and amount is not None:
-            seen.add(period)
-            history.append(RoyaltyPeriod(period=period, amount_minor=amount))
-    return tuple(history)
-
-
-def parse_offer_request(body: Any) -> OfferRequest:
-    if not isinstance(body, dict):
-        raise ValidationFailed([{"field": "body", "problem": "must be a JSON object"}])
-    problems: list[dict[str, str]] = []
-    creator_id = parse_uuid(body.get("creator_id"), "creator_id", problems)
-    currency = parse_currency(body.get("currency"), "currency", problems)
-    history = parse_royalty_history(body.get("royalty_history"), problems)
-    unknown = sorted(set(body) - {"creator_id", "currency", "royalty_history"})
-    for name in unknown:
-        problems.append({"field": name, "problem": "is not a known field"})
-    if problems:
-        raise ValidationFailed(problems)
-    assert creator_id is not None and currency is not None
-    return OfferRequest(creator_id=creator_id, currency=currency, royalty_history=history)
+        raise ValidationFailed([problem(name, "must be a UUID")]) from None

@@ -22,6 +22,7 @@ from web.auth.tokens import Principal
 from web.calculator import CALCULATOR_V2_FLAG, FLAGS, calculate_offer, flags_ctx
 from web.keys import SETTINGS
 from web.middleware import json_errors
+from web.routes import add_routes, route_named
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 Client = TestClient[web.Request, web.Application]
@@ -272,5 +273,8 @@ async def test_flags_ctx_stores_and_closes_the_flag_source(tmp_path: Path) -> No
 
 
 def test_the_route_declares_its_permission() -> None:
-    requirement = requirement_of(calculate_offer)
+    app = web.Application()
+    add_routes(app, (route_named("calculate_offer"),))
+    (route,) = app.router.routes()
+    requirement = requirement_of(route.handler)
     assert requirement is not None and requirement.permissions == frozenset({OFFERS_WRITE})

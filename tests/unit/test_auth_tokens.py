@@ -29,7 +29,6 @@ from web.auth.permissions import (
     DEALS_READ_ALL,
     OFFERS_WRITE,
     Requirement,
-    TokenBucketLimiter,
     creator_scope_for,
     requires,
 )
@@ -546,15 +545,3 @@ def test_requirements_and_creator_scope() -> None:
     assert creator_scope_for(Principal("g", frozenset({DEALS_READ}))) is None
     with pytest.raises(ValueError):
         requires()
-
-
-def test_token_bucket_limits_per_key_and_refills() -> None:
-    clock = FakeClock()
-    limiter = TokenBucketLimiter(per_minute=10, clock=clock)
-    assert all(limiter.acquire("alice") is None for _ in range(10))
-    retry = limiter.acquire("alice")
-    assert retry is not None and 5.9 < retry <= 6.0
-    assert limiter.acquire("bob") is None
-    clock.advance(6)
-    assert limiter.acquire("alice") is None
-    assert limiter.acquire("alice") is not None

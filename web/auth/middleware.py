@@ -3,7 +3,8 @@
 Credentials, in order (the first one present decides, an invalid one is never skipped):
 the ``Authorization: Bearer`` header; ``?ticket=`` on routes declared ``ticket=True``; the
 session cookie. A bearer token in the query string is never accepted (URLs end up in logs).
-Its own failures are answered here as JSON, since ``json_errors`` sits inside it.
+Its own failures are answered here as JSON, since ``json_errors`` sits inside it. A route's
+declared rate limit is counted here too, once the caller is known and authorized.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from web.auth.permissions import (
     Credential,
     Requirement,
     creator_scope_for,
+    rate_limit_of,
     requirement_of,
 )
 from web.auth.sessions import AUTH, AuthState, clear_session_cookie
@@ -70,6 +72,13 @@ async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamR
     if scope is not None:
         request[CREATOR_SCOPE] = scope
     structlog.contextvars.bind_contextvars(subject=principal.subject)
+    limit = rate_limit_of(match_info.handler)
+    if limit is not None:
+        retry_after = await limit.acquire(f"sub:{principal.subject}")
+        if retry_after is not None:
+            response = json_error(429, "rate_limited", f"too many {limit.bucket} requests; retry later")
+            response.headers["Retry-After"] = str(retry_after)
+            return response
     return await handler(request)
 
 

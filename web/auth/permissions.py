@@ -1,9 +1,11 @@
 """What a principal may do: permission names, per-route requirements, creator scoping,
-the public allowlist and per-subject rate limits.
+the public allowlist and per-caller rate limits.
 
 Deny by default: a route is reachable only if its handler declares a requirement with
 :func:`requires` / :func:`authenticated`, or its path is on the public allowlist. An
 undeclared route fails the app's start-up and, should one slip through, answers 500.
+The API's own routes are all declared in one table, ``web/routes.py``, which applies these
+declarations; the decorators remain for the routes other modules register (/auth, admin).
 """
 
 from __future__ import annotations
@@ -11,14 +13,17 @@ from __future__ import annotations
 import functools
 import math
 import time
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, Literal, TypeVar
 
 from aiohttp import web
+from limits import RateLimitItemPerMinute
+from limits.storage import MemoryStorage, Storage
+from limits.strategies import MovingWindowRateLimiter
 
+from models import rules
 from web.auth.tokens import Principal
-from web.errors import json_error
 
 # Permission names: Auth0 API permissions, copied into the token's ``permissions`` claim.
 DEALS_READ = "deals:read"
@@ -40,6 +45,7 @@ CREATOR_SCOPE = web.RequestKey("creator_scope", str)
 
 Credential = Literal["bearer", "cookie", "ticket"]
 REQUIREMENT_ATTR = "__spacemusic_requirement__"
+RATE_LIMIT_ATTR = "__spacemusic_rate_limit__"
 
 # Canonical route paths (as registered, e.g. "/offers/{offer_id}") open without a token.
 # "/x/*" means /x and everything under it. The admin shell is static HTML that itself calls
@@ -128,83 +134,74 @@ def creator_scope_for(principal: Principal) -> str | None:
 
 def visible_to(request: web.Request, creator_id: str | None) -> bool:
     """Whether a deal of ``creator_id`` may be shown; callers answer 404 when it may not, so
-    a creator cannot probe which offer ids exist."""
-    scope = request.get(CREATOR_SCOPE)
-    return scope is None or scope == creator_id
+    a creator cannot probe which offer ids exist (the rule: ``models.rules.visible_to``)."""
+    return rules.visible_to(request.get(CREATOR_SCOPE), creator_id)
 
 
 # --- rate limits --------------------------------------------------------------------------
+#
+# Moving windows from the ``limits`` package, keyed by bucket and caller. The storage is
+# chosen in one place, :func:`rate_limit_storage`: in-process memory today, so N web
+# processes allow N times the rate; a shared storage (Redis, ...) makes the limit global.
 
 
-class TokenBucketLimiter:
-    """Per-key token buckets, in this process only: N web processes allow N times the rate."""
+@dataclass(frozen=True)
+class RateLimit:
+    """``per_minute`` requests per caller in any 60 s; routes naming one bucket share it."""
 
-    MAX_KEYS = 10_000
+    bucket: str
+    per_minute: int
 
-    def __init__(self, per_minute: int, burst: int | None = None, clock: Callable[[], float] = time.monotonic) -> None:
-        if per_minute <= 0:
+    def __post_init__(self) -> None:
+        if self.per_minute <= 0:
             raise ValueError("per_minute must be positive")
-        self.per_minute = per_minute
-        self.capacity = float(burst if burst is not None else per_minute)
-        self._rate = per_minute / 60.0
-        self._clock = clock
-        self._buckets: dict[str, tuple[float, float]] = {}
 
-    def acquire(self, key: str) -> float | None:
-        """Takes one token: None when allowed, else the seconds until one is available."""
-        now = self._clock()
-        tokens, updated = self._buckets.get(key, (self.capacity, now))
-        tokens = min(self.capacity, tokens + (now - updated) * self._rate)
-        if tokens < 1.0:
-            self._buckets[key] = (tokens, now)
-            return (1.0 - tokens) / self._rate
-        self._buckets[key] = (tokens - 1.0, now)
-        if len(self._buckets) > self.MAX_KEYS:
-            self._forget_idle(now)
-        return None
-
-    def _forget_idle(self, now: float) -> None:
-        # A bucket that has refilled completely is indistinguishable from a new one.
-        full_after = self.capacity / self._rate
-        for key, (_, updated) in list(self._buckets.items()):
-            if now - updated >= full_after:
-                del self._buckets[key]
+    async def acquire(self, caller: str) -> int | None:
+        """Counts one request: None when allowed, else the seconds until one is. (Async so a
+        shared storage can be awaited here; the in-memory one answers at once.)"""
+        limiter = rate_limiter()
+        item = RateLimitItemPerMinute(self.per_minute)
+        if limiter.hit(item, self.bucket, caller):
+            return None
+        reset_at = limiter.get_window_stats(item, self.bucket, caller).reset_time
+        return max(1, math.ceil(reset_at - time.time()))
 
 
-_LIMITERS: dict[str, TokenBucketLimiter] = {}
-
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-
-
-def limiter_for(bucket: str, per_minute: int, burst: int | None = None) -> TokenBucketLimiter:
-    """One limiter per bucket name in this process, shared by every handler naming it."""
-    limiter = _LIMITERS.get(bucket)
-    if limiter is None:
-        limiter = _LIMITERS[bucket] = TokenBucketLimiter(per_minute, burst)
-    elif limiter.per_minute != per_minute:
-        raise ValueError(f"rate limit bucket {bucket!r} is already {limiter.per_minute}/min")
-    return limiter
+def rate_limit_storage() -> Storage:
+    """Where the counters live: the one place to swap in a shared storage."""
+    return MemoryStorage()
 
 
-def rate_limited(bucket: str, per_minute: int, burst: int | None = None) -> Callable[[Handler], Handler]:
-    """Limits a handler per principal subject; over the limit it answers 429 + Retry-After.
+@functools.cache
+def rate_limiter() -> MovingWindowRateLimiter:
+    """This process's limiter, built on first use (not at import)."""
+    return MovingWindowRateLimiter(rate_limit_storage())
 
-    Keeps the handler's declared requirement, so it stacks with :func:`requires` either way.
-    """
-    limiter = limiter_for(bucket, per_minute, burst)
 
-    def decorate(handler: Handler) -> Handler:
-        @functools.wraps(handler)
-        async def limited(request: web.Request) -> web.StreamResponse:
-            principal = request.get(PRINCIPAL)
-            key = f"sub:{principal.subject}" if principal is not None else f"ip:{request.remote}"
-            retry_after = limiter.acquire(key)
-            if retry_after is not None:
-                response = json_error(429, "rate_limited", f"too many {bucket} requests; retry later")
-                response.headers["Retry-After"] = str(max(1, math.ceil(retry_after)))
-                return response
-            return await handler(request)
+_BUCKETS: dict[str, int] = {}
 
-        return limited
+
+def declare_rate_limit(bucket: str, per_minute: int) -> RateLimit:
+    """A bucket has one rate in this process, whichever routes name it."""
+    known = _BUCKETS.setdefault(bucket, per_minute)
+    if known != per_minute:
+        raise ValueError(f"rate limit bucket {bucket!r} is already {known}/min")
+    return RateLimit(bucket, per_minute)
+
+
+def rate_limited(bucket: str, per_minute: int) -> Callable[[H], H]:
+    """Declares a per-caller limit on a route; over it the auth middleware answers 429 with
+    ``Retry-After``. Counted after authorization, so a 403 uses up no budget. Stacks with
+    :func:`requires` in either order."""
+    limit = declare_rate_limit(bucket, per_minute)
+
+    def decorate(handler: H) -> H:
+        setattr(handler, RATE_LIMIT_ATTR, limit)
+        return handler
 
     return decorate
+
+
+def rate_limit_of(handler: Any) -> RateLimit | None:
+    limit = getattr(handler, RATE_LIMIT_ATTR, None)
+    return limit if isinstance(limit, RateLimit) else None

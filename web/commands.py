@@ -1,0 +1,171 @@
+"""Commands the HTTP API accepts, and the handlers that carry them out.
+
+An HTTP handler parses the request into a request model, builds one of these commands and
+calls its handler; the handler reads what it needs, applies the domain's checks
+(``models.rules``, which raise domain errors) and publishes the event. It never writes an
+offer's state itself. The ``json_errors`` middleware maps the errors to HTTP answers.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from infra.kafka import EventPublisher
+from infra.logging import get_logger
+from models import rules
+from models.errors import CreatorExists, CreatorNotFound, OfferNotFound, UnknownCreator
+from models.events import OfferAccepted, OfferCreated, PayoutRequested, RoyaltyPeriod
+from models.payout import payout_id_for
+from projections.queries import get_deal
+from state.creators import creator_exists, get_creator, get_recipient, insert_creator, insert_recipient
+from web.errors import Unavailable
+
+log = get_logger(__name__)
+
+_ACCEPT_NS = uuid.UUID("0d9f3a52-5f0b-5b8e-8d3c-7a4f1a2b9c10")
+
+
+@dataclass(frozen=True, slots=True)
+class Actor:
+    """Who sends a command: the principal's subject, the creator it is confined to (None:
+    every creator) and the correlation id the resulting events carry."""
+
+    subject: str
+    scope: str | None
+    correlation_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class CreateOffer:
+    actor: Actor
+    creator_id: str
+    currency: str
+    royalty_history: tuple[RoyaltyPeriod, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class AcceptOffer:
+    actor: Actor
+    offer_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class RequestPayout:
+    actor: Actor
+    offer_id: str
+    recipient_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class CreateCreator:
+    creator_id: str
+    display_name: str
+    country: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class AddRecipient:
+    creator_id: str
+    recipient_id: str
+    currency: str
+    ciphertext: bytes
+    masked: dict[str, str]
+
+
+async def visible_deal(conn: AsyncConnection, offer_id: str, scope: str | None) -> dict[str, Any]:
+    """The deal, or :class:`OfferNotFound` when it is absent or hidden from ``scope``."""
+    deal = await get_deal(conn, offer_id)
+    if deal is None or not rules.visible_to(scope, deal["creator_id"]):
+        raise OfferNotFound(offer_id)
+    return deal
+
+
+async def create_offer(cmd: CreateOffer, engine: AsyncEngine, publisher: EventPublisher) -> OfferCreated:
+    rules.can_act_for(cmd.actor.scope, cmd.creator_id)
+    async with engine.connect() as conn:
+        if not await creator_exists(conn, cmd.creator_id):
+            raise UnknownCreator()
+    event = OfferCreated(
+        event_id=str(uuid.uuid4()),
+        offer_id=str(uuid.uuid4()),
+        creator_id=cmd.creator_id,
+        occurred_at=datetime.now(UTC),
+        correlation_id=cmd.actor.correlation_id,
+        currency=cmd.currency,
+        royalty_history=cmd.royalty_history,
+    )
+    try:
+        await publisher.publish(event)
+    except Exception as exc:  # noqa: BLE001 - broker or registry down
+        log.error("offer_publish_failed", error=type(exc).__name__, offer_id=event.offer_id)
+        raise Unavailable("could not record the offer right now; retry later") from exc
+    log.info("offer_created", offer_id=event.offer_id, months=len(cmd.royalty_history))
+    return event
+
+
+async def accept_offer(cmd: AcceptOffer, engine: AsyncEngine, publisher: EventPublisher) -> bool:
+    """Publishes ``offer.accepted``; False when the offer was already accepted (a no-op)."""
+    async with engine.connect() as conn:
+        deal = await visible_deal(conn, cmd.offer_id, cmd.actor.scope)
+    if rules.already_accepted(deal):
+        return False
+    rules.can_accept(deal)
+    event = OfferAccepted(
+        # One acceptance per offer: concurrent or retried accepts publish the same event id.
+        event_id=str(uuid.uuid5(_ACCEPT_NS, cmd.offer_id)),
+        offer_id=cmd.offer_id,
+        creator_id=deal["creator_id"],
+        occurred_at=datetime.now(UTC),
+        correlation_id=cmd.actor.correlation_id,
+        advance_minor=deal["valuation_median_minor"],
+        currency=deal["currency"],
+        termsheet_sha256=deal["termsheet_sha256"],
+        accepted_by=cmd.actor.subject,
+    )
+    await publisher.publish(event)
+    log.info("offer_accepted", offer_id=cmd.offer_id)
+    return True
+
+
+async def request_payout(cmd: RequestPayout, conn: AsyncConnection, publisher: EventPublisher) -> PayoutRequested:
+    """Inside the caller's transaction (which holds the idempotency key's lock)."""
+    deal = await visible_deal(conn, cmd.offer_id, cmd.actor.scope)
+    rules.can_pay_out(deal)
+    rules.can_receive_payout(deal, await get_recipient(conn, cmd.recipient_id))
+    event = PayoutRequested(
+        event_id=str(uuid.uuid4()),
+        offer_id=cmd.offer_id,
+        creator_id=deal["creator_id"],
+        occurred_at=datetime.now(UTC),
+        correlation_id=cmd.actor.correlation_id,
+        payout_id=payout_id_for(cmd.offer_id),
+        recipient_id=cmd.recipient_id,
+        amount_minor=deal["advance_minor"],
+        currency=deal["currency"],
+        requested_by=cmd.actor.subject,
+    )
+    await publisher.publish(event)
+    log.info("payout_requested", offer_id=cmd.offer_id, payout_id=event.payout_id)
+    return event
+
+
+async def create_creator(cmd: CreateCreator, engine: AsyncEngine) -> dict[str, Any]:
+    async with engine.begin() as conn:
+        created = await insert_creator(conn, cmd.creator_id, cmd.display_name, cmd.country)
+        creator = await get_creator(conn, cmd.creator_id)
+    if not created or creator is None:
+        raise CreatorExists(cmd.creator_id)
+    return creator
+
+
+async def add_recipient(cmd: AddRecipient, engine: AsyncEngine) -> None:
+    async with engine.begin() as conn:
+        if await get_creator(conn, cmd.creator_id) is None:
+            raise CreatorNotFound(cmd.creator_id)
+        await insert_recipient(conn, cmd.recipient_id, cmd.creator_id, cmd.currency, cmd.ciphertext, cmd.masked)
+    log.info("recipient_added", creator_id=cmd.creator_id, recipient_id=cmd.recipient_id, kinds=sorted(cmd.masked))

@@ -1,0 +1,126 @@
+"""Every route of the API in one table: path, handler, permission, rate limit, models.
+
+This is the one place a route is declared. :func:`add_routes` registers the table with the
+permission and the rate limit each route declares (see web/auth/permissions.py); a route
+declared ``public`` joins the auth layer's public allowlist instead. The request models
+named here are the ones the handlers validate with, and they describe the route in the
+OpenAPI document (web/openapi.py).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+
+from aiohttp import web
+
+from web import calculator, creators, deals, documents, health, lifecycle, offers, stream
+from web.auth.permissions import (
+    CREATORS_READ,
+    CREATORS_WRITE,
+    DEALS_READ,
+    OFFERS_WRITE,
+    PAYOUTS_WRITE,
+    RateLimit,
+    declare_rate_limit,
+    rate_limited,
+    requires,
+)
+from web.contract import (
+    CalculatorIn,
+    CreatorIn,
+    DealsQuery,
+    DocumentQuery,
+    OfferIn,
+    PayoutIn,
+    QueryModel,
+    RecipientIn,
+    RequestModel,
+    StreamQuery,
+)
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+# Money-moving and bank-detail endpoints are rate limited per caller (per process).
+PAYOUTS = declare_rate_limit("payouts", per_minute=10)
+RECIPIENTS = declare_rate_limit("recipients", per_minute=10)
+PUBLIC: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Route:
+    method: str
+    path: str
+    name: str
+    handler: Handler
+    # Every one of these is required; PUBLIC (none) means no token at all.
+    permissions: tuple[str, ...]
+    summary: str
+    rate_limit: RateLimit | None = None
+    # Also accepts a ?ticket= from POST /auth/sse-ticket (EventSource cannot send headers).
+    ticket: bool = False
+    body: type[RequestModel] | None = None
+    query: type[QueryModel] | None = None
+    headers: tuple[str, ...] = field(default=())
+
+    @property
+    def public(self) -> bool:
+        return not self.permissions
+
+
+ROUTES: tuple[Route, ...] = (
+    Route("POST", "/creators", "create_creator", creators.create_creator, (CREATORS_WRITE,),
+          "Register a creator", body=CreatorIn),
+    Route("GET", "/creators/{creator_id}", "show_creator", creators.show_creator, (CREATORS_READ,),
+          "A creator with its (masked) payout recipients"),
+    Route("POST", "/creators/{creator_id}/recipients", "add_recipient", creators.add_recipient, (CREATORS_WRITE,),
+          "Add a payout recipient (bank details are encrypted, returned masked)",
+          rate_limit=RECIPIENTS, body=RecipientIn),
+    Route("POST", "/offers", "create_offer", offers.create_offer, (OFFERS_WRITE,),
+          "Ask for an offer on a royalty history", body=OfferIn, headers=("X-Correlation-ID",)),
+    Route("POST", "/calculator", "calculate_offer", calculator.calculate_offer, (OFFERS_WRITE,),
+          "An instant, non-binding price for a royalty history", body=CalculatorIn),
+    Route("GET", "/offers/events/deals", "deals_stream", stream.deals_stream, (DEALS_READ,),
+          "Server-sent events: every deal change", ticket=True, query=StreamQuery, headers=("Last-Event-ID",)),
+    Route("GET", "/offers/{offer_id}", "get_offer", deals.get_offer, (DEALS_READ,), "One deal"),
+    Route("GET", "/offers/{offer_id}/events", "get_offer_history", deals.get_offer_history, (DEALS_READ,),
+          "A deal's event history"),
+    Route("GET", "/offers/{offer_id}/documents/{kind}", "get_document", documents.get_document, (DEALS_READ,),
+          "The term sheet or receipt PDF (or a presigned URL)", query=DocumentQuery),
+    Route("POST", "/offers/{offer_id}/accept", "accept_offer", lifecycle.accept_offer, (OFFERS_WRITE,),
+          "Accept the term sheet", headers=("X-Correlation-ID",)),
+    Route("POST", "/offers/{offer_id}/payout", "request_payout", lifecycle.request_payout, (PAYOUTS_WRITE,),
+          "Request the payout (idempotent per Idempotency-Key)", rate_limit=PAYOUTS, body=PayoutIn,
+          headers=("Idempotency-Key", "X-Correlation-ID")),
+    Route("GET", "/deals", "get_deals", deals.get_deals, (DEALS_READ,), "Deals, newest first, paginated",
+          query=DealsQuery),
+    Route("GET", "/healthz", "healthz", health.healthz, PUBLIC, "Liveness"),
+    Route("GET", "/readyz", "readyz", health.readyz, PUBLIC, "Readiness: Postgres and Kafka answer"),
+    Route("GET", "/metrics", "metrics", health.metrics, PUBLIC, "Prometheus metrics"),
+)  # fmt: skip
+
+
+def public_paths(routes: tuple[Route, ...] = ROUTES) -> list[str]:
+    return [route.path for route in routes if route.public]
+
+
+def _declared(route: Route) -> Handler:
+    handler = route.handler
+    if route.public:
+        return handler
+    if route.rate_limit is not None:
+        handler = rate_limited(route.rate_limit.bucket, route.rate_limit.per_minute)(handler)
+    return requires(*route.permissions, ticket=route.ticket)(handler)
+
+
+def add_routes(app: web.Application, routes: tuple[Route, ...] = ROUTES) -> None:
+    """Registers the table; pass ``public_paths()`` to ``setup_auth`` for the public ones."""
+    for route in routes:
+        if route.method == "GET":  # and HEAD, as aiohttp does by default
+            app.router.add_get(route.path, _declared(route), name=route.name)
+        else:
+            app.router.add_route(route.method, route.path, _declared(route), name=route.name)
+
+
+def route_named(name: str, routes: tuple[Route, ...] = ROUTES) -> Route:
+    return next(route for route in routes if route.name == name)
