@@ -26,8 +26,6 @@ from projections.rows import deal_json, deal_to_row, row_to_deal
 from projections.tables import deal_changes, deal_events, offers
 
 NOTIFY_CHANNEL = "deal_changes"
-# asyncpg allows 32767 bind parameters per statement; rows x columns stays well below it.
-ROWS_PER_STATEMENT = 1000
 # first_seq/change_seq are SSE bookkeeping, written by the live path only.
 SEQ_COLUMNS = ("first_seq", "change_seq")
 
@@ -79,27 +77,21 @@ def history_row(located: Located) -> dict[str, Any]:
     }
 
 
-def _chunks(rows: Sequence[Any]) -> Iterable[Sequence[Any]]:
-    for start in range(0, len(rows), ROWS_PER_STATEMENT):
-        yield rows[start : start + ROWS_PER_STATEMENT]
-
-
 async def insert_history(conn: AsyncConnection, tables: DealTables, items: Sequence[Located]) -> list[Located]:
     """History rows for the events not recorded yet (the event id is the key); returns those
     events, in the order given. A repeated event id (redelivery, replay) is dropped here."""
     first: dict[str, Located] = {}
     for item in items:
         first.setdefault(item.event.event_id, item)
-    inserted: set[str] = set()
-    rows = [history_row(item) for item in first.values()]
-    for chunk in _chunks(rows):
-        result = await conn.execute(
-            insert(tables.events)
-            .values(list(chunk))
-            .on_conflict_do_nothing(index_elements=["event_id"])
-            .returning(tables.events.c.event_id)
-        )
-        inserted.update(str(r[0]) for r in result)
+    if not first:
+        return []
+    # One statement, executed for many rows: SQLAlchemy compiles it once and batches the
+    # rows into multi-row INSERTs itself ("insertmanyvalues"), RETURNING included.
+    result = await conn.execute(
+        insert(tables.events).on_conflict_do_nothing(index_elements=["event_id"]).returning(tables.events.c.event_id),
+        [history_row(item) for item in first.values()],
+    )
+    inserted = {str(r[0]) for r in result}
     return [item for item in first.values() if item.event.event_id in inserted]
 
 
@@ -166,8 +158,7 @@ async def fold_into(conn: AsyncConnection, tables: DealTables, items: Sequence[L
                     "deal": deal_json(snapshot),
                 }
             )
-        for chunk in _chunks(change_rows):
-            await conn.execute(insert(deal_changes).values(list(chunk)))
+        await conn.execute(insert(deal_changes), change_rows)
         for offer_id, row in rows.items():
             if offer_id not in existing:
                 row["first_seq"] = first_seq[offer_id]
@@ -182,18 +173,16 @@ async def upsert_deals(conn: AsyncConnection, tables: DealTables, rows: Sequence
         return
     table = tables.offers
     columns = [c.name for c in table.columns if c.name not in SEQ_COLUMNS or tables.change_log]
-    for chunk in _chunks(sorted(rows, key=lambda r: r["offer_id"])):
-        values = [{c: row.get(c) for c in columns} for row in chunk]
-        if tables.change_log:
-            # New deals carry their first_seq; existing ones must keep theirs, and a multi-row
-            # VALUES needs the same keys in every row, so absent first_seq falls back to the
-            # change_seq (never stored: the conflict update below does not touch first_seq).
-            for value in values:
-                if value.get("first_seq") is None:
-                    value["first_seq"] = value["change_seq"]
-        stmt = insert(table).values(values)
-        updates = {c: stmt.excluded[c] for c in columns if c not in ("offer_id", "first_seq")}
-        await conn.execute(stmt.on_conflict_do_update(index_elements=["offer_id"], set_=updates))
+    values = [{c: row.get(c) for c in columns} for row in sorted(rows, key=lambda r: r["offer_id"])]
+    if tables.change_log:
+        # New deals carry their first_seq; existing ones keep theirs (the conflict update
+        # below never touches it), so a placeholder for them is never stored.
+        for value in values:
+            if value.get("first_seq") is None:
+                value["first_seq"] = value["change_seq"]
+    stmt = insert(table)
+    updates = {c: stmt.excluded[c] for c in columns if c not in ("offer_id", "first_seq")}
+    await conn.execute(stmt.on_conflict_do_update(index_elements=["offer_id"], set_=updates), values)
 
 
 async def notify(conn: AsyncConnection, seq: int) -> None:
