@@ -60,7 +60,7 @@ def test_every_experiment_has_the_slo_probe(tmp_path: Path) -> None:
             (probe,) = [p for p in experiment["spec"]["probe"] if p["type"] == "promProbe"]
             inputs = probe["promProbe/inputs"]
             assert 'slo!=""' in inputs["query"] and "ALERTS" in inputs["query"]
-            assert inputs["comparator"] == {"type": "int", "criteria": "==", "value": "0"}
+            assert inputs["comparator"]["criteria"] == "==" and inputs["comparator"]["value"] == "0"
             queries.append(inputs["query"])
     path = tmp_path / "probes.yml"
     rules = [{"record": f"probe:q{i}", "expr": q} for i, q in enumerate(queries)]
