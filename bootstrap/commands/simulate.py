@@ -11,6 +11,7 @@ import httpx
 from rich.console import Console
 
 from bootstrap.commands.support import load_settings, run
+from infra.retry import TRANSIENT_IO, retry
 from web.auth import ADMIN, mint_token
 
 console = Console(stderr=True)
@@ -57,38 +58,48 @@ async def ensure_creators(client: httpx.AsyncClient, pool: dict[str, str], rng: 
     """The simulated creators exist, each with a payout recipient in its home currency
     (409 on the creator means it is already there). Returns creator id -> recipient id."""
     recipients: dict[str, str] = {}
-    while True:
-        try:
-            for creator_id, currency in pool.items():
-                name = f"{rng.choice(ARTISTS)} #{creator_id[:4]}"
-                response = await client.post("/creators", json={"creator_id": creator_id, "display_name": name})
-                if response.status_code not in (201, 409):
-                    console.print(
-                        f"[yellow]creator {creator_id}: {response.status_code} {response.text[:200]}[/yellow]"
-                    )
-                    continue
-                shown = (await client.get(f"/creators/{creator_id}")).json()
-                existing = [r for r in shown.get("recipients", []) if r["currency"] == currency]
-                if existing:
-                    recipients[creator_id] = existing[0]["recipient_id"]
-                    continue
-                added = await client.post(
-                    f"/creators/{creator_id}/recipients",
-                    json={
-                        "currency": currency,
-                        "stripe_account_id": f"acct_sim{creator_id.replace('-', '')[:12]}",
-                        "bank_account": {"holder_name": shown["display_name"], "iban": SIM_IBAN},
-                    },
-                )
-                if added.status_code == 429:  # recipient creation is rate limited per caller
-                    await asyncio.sleep(float(added.headers.get("Retry-After", "6")))
-                    raise httpx.TransportError("rate limited; starting the pass again")
-                if added.status_code == 201:
-                    recipients[creator_id] = added.json()["recipient_id"]
-            return recipients
-        except httpx.HTTPError as exc:
-            console.print(f"[yellow]waiting for the web app: {exc}[/yellow]")
-            await asyncio.sleep(2)
+
+    async def one_pass() -> dict[str, str]:
+        for creator_id, currency in pool.items():
+            name = f"{rng.choice(ARTISTS)} #{creator_id[:4]}"
+            response = await client.post("/creators", json={"creator_id": creator_id, "display_name": name})
+            if response.status_code not in (201, 409):
+                console.print(f"[yellow]creator {creator_id}: {response.status_code} {response.text[:200]}[/yellow]")
+                continue
+            shown = (await client.get(f"/creators/{creator_id}")).json()
+            existing = [r for r in shown.get("recipients", []) if r["currency"] == currency]
+            if existing:
+                recipients[creator_id] = existing[0]["recipient_id"]
+                continue
+            added = await client.post(
+                f"/creators/{creator_id}/recipients",
+                json={
+                    "currency": currency,
+                    "stripe_account_id": f"acct_sim{creator_id.replace('-', '')[:12]}",
+                    "bank_account": {"holder_name": shown["display_name"], "iban": SIM_IBAN},
+                },
+            )
+            if added.status_code == 429:  # recipient creation is rate limited per caller
+                raise _RateLimited(float(added.headers.get("Retry-After", "6")))
+            if added.status_code == 201:
+                recipients[creator_id] = added.json()["recipient_id"]
+        return recipients
+
+    # The web app may still be starting, and recipients are rate limited: start the pass
+    # again until every creator has one (what is done already is skipped).
+    return await retry(
+        TRANSIENT_IO,
+        one_pass,
+        what="web_app",
+        retry_on=(httpx.HTTPError, _RateLimited),
+        wait_hint=lambda exc: exc.retry_after if isinstance(exc, _RateLimited) else None,
+    )
+
+
+class _RateLimited(Exception):
+    def __init__(self, retry_after: float) -> None:
+        super().__init__(f"rate limited; retry after {retry_after:.0f}s")
+        self.retry_after = retry_after
 
 
 async def advance(client: httpx.AsyncClient, plans: dict[str, dict], recipients: dict[str, str]) -> None:
