@@ -96,14 +96,16 @@ class Settings(BaseSettings):
     # must come with a creator id (a creator token without one is refused with 403).
     oidc_roles_claim: str = "https://spacemusic.app/roles"
     oidc_creator_role: str = "creator"
+    # Admin sign-in (authorization code + PKCE) at OIDC_ISSUER; off unless a client id is set.
+    oidc_client_id: str = ""
+    oidc_client_secret: SecretStr = SecretStr("")
+    oidc_redirect_url: str = ""  # default: <this host>/auth/oidc/callback
+    oidc_scopes: str = "openid profile"
     dev_idp_key_path: Path = REPO_ROOT / ".local" / "dev-idp" / "signing-key.pem"
     session_secret: SecretStr = SecretStr("")
     session_check_seconds: float = 5.0  # how often an open SSE stream re-checks its session
     flags_file: Path = REPO_ROOT / "infra" / "local" / "flags.json"
     launchdarkly_sdk_key: SecretStr = SecretStr("")
-    backup_bucket: str = "spacemusic-backups"  # `spacemusic backup` / `restore` (S3)
-    backup_retry_seconds: float = 120.0  # how long backup/restore wait out an S3 outage
-    pg_bin_dir: str = ""  # where pg_dump/pg_restore live; empty: PATH, then /usr/lib/postgresql/*/bin
 
     @classmethod
     def settings_customise_sources(
@@ -198,11 +200,13 @@ class Settings(BaseSettings):
         }
 
 
-# SHA-256 of the secrets committed in infra/local/dev.env (a test keeps these in step). They
+# SHA-256 of the secrets committed in infra/local/dev.env and oidc.env (a test keeps these in step). They
 # are public, so outside dev a process that finds one of them refuses to start.
 _DEV_SECRET_SHA256: dict[str, frozenset[str]] = {
     "session_secret": frozenset({"901e185c625390845d6f87cf5e527ad62d389c1dc0a6e63806287936077d0d12"}),
     "recipient_encryption_key": frozenset({"86de64d470df3319423bd27a331a68e6330208b9416300a32f892fb32c4242d8"}),
+    # infra/local/oidc/oidc.env (the local OIDC provider's client)
+    "oidc_client_secret": frozenset({"695f3682999ad255e8c6ac273bc072327d02d9bd0f0b06784d585cbd640adf5a"}),
 }
 DEV_IDP_PATH = "/dev-idp/"
 

@@ -10,6 +10,7 @@
 #   kafka     Kafka 3.9.1 (KRaft)       $KAFKA_BOOTSTRAP_SERVERS  data .local/data/kafka
 #   s3        moto S3 server            127.0.0.1:$S3_PORT        in memory
 #   stripe    stripe-mock               127.0.0.1:$STRIPE_PORT    stateless
+#   oidc      oidc-provider (npm)       127.0.0.1:$OIDC_PROVIDER_PORT  keys .local/data/oidc (infra/local/oidc)
 # Logs in .local/logs/<name>.log, pid files in .local/run/<name>.pid. See infra/local/README.md.
 set -euo pipefail
 
@@ -23,6 +24,7 @@ cd "$ROOT"
 : "${PG_PORT:=15432}"
 : "${S3_PORT:=15000}"
 : "${STRIPE_PORT:=12111}"
+: "${OIDC_PROVIDER_PORT:=18900}"
 : "${UP_TIMEOUT:=90}"          # seconds each component may take to become healthy
 : "${PYTHON:=python3}"         # interpreter used to create .venv (project needs 3.11 or 3.12)
 
@@ -46,7 +48,7 @@ PGDATA="$DATA/pg"
 PG_PWFILE="$DATA/pg-superuser.password"
 PG_SOCK_DIR="$RUN"
 
-COMPONENTS=(pg registry kafka s3 stripe)
+COMPONENTS=(pg registry kafka s3 stripe oidc)
 
 IS_ROOT=0; [[ $EUID -eq 0 ]] && IS_ROOT=1
 
@@ -107,6 +109,7 @@ addr_of() {
     kafka) echo "$HOST:$KAFKA_PORT" ;;
     s3) echo "http://$HOST:$S3_PORT" ;;
     stripe) echo "http://$HOST:$STRIPE_PORT" ;;
+    oidc) echo "http://$HOST:$OIDC_PROVIDER_PORT" ;;
   esac
 }
 
@@ -117,6 +120,7 @@ marker_of() {
     kafka) echo "kafka.Kafka" ;;
     s3) echo "moto_server" ;;
     stripe) echo "stripe-mock" ;;
+    oidc) echo "server.mjs" ;;
   esac
 }
 
@@ -127,6 +131,7 @@ ports_of() {
     kafka) echo "$KAFKA_PORT $KAFKA_CONTROLLER_PORT" ;;
     s3) echo "$S3_PORT" ;;
     stripe) echo "$STRIPE_PORT" ;;
+    oidc) echo "$OIDC_PROVIDER_PORT" ;;
   esac
 }
 
@@ -137,6 +142,7 @@ canonical_name() {
     kafka) echo kafka ;;
     s3|moto) echo s3 ;;
     stripe|stripe-mock) echo stripe ;;
+    oidc|oidc-provider|idp) echo oidc ;;
     *) return 1 ;;
   esac
 }
@@ -271,6 +277,11 @@ install_stripe_mock() {
   say "stripe    installed in $(since "$t0")s"
 }
 
+install_oidc() {  # the local OpenID Connect provider: oidc-provider from the npm registry
+  command -v node >/dev/null 2>&1 || apt_install nodejs npm
+  bash "$ROOT/infra/local/oidc/install.sh" && say "oidc      ok"
+}
+
 cmd_install() {
   take_lock
   mkdir -p "$STAMPS" "$LOGS" "$RUN" "$DATA"
@@ -279,6 +290,7 @@ cmd_install() {
   install_kafka
   install_apicurio
   install_stripe_mock
+  install_oidc
   [[ -x $VENV/bin/moto_server ]] || die "moto_server missing from .venv (the dev extra should bring moto[server])"
 }
 
@@ -306,6 +318,9 @@ health_s3() {
   local code
   code=$(curl -s -o /dev/null -w '%{http_code}' --max-time 3 "http://$HOST:$S3_PORT/" 2>/dev/null || true)
   [[ -n $code && $code != 000 ]]
+}
+health_oidc() {
+  curl -fsS -o /dev/null --max-time 3 "http://$HOST:$OIDC_PROVIDER_PORT/.well-known/openid-configuration" 2>/dev/null
 }
 health_stripe() {
   local code
@@ -593,6 +608,14 @@ launch_stripe() {
   spawn stripe "$dir" "$STRIPE_BIN" -http-addr "$HOST:$STRIPE_PORT" -https-unix "$RUN/stripe-https.sock"
 }
 
+launch_oidc() {
+  local dir="$DATA/oidc"; mkdir -p "$dir"
+  # Redirects back to `make run`'s web; the browser test starts its own provider.
+  spawn oidc "$ROOT/infra/local/oidc" env OIDC_PROVIDER_PORT="$OIDC_PROVIDER_PORT" \
+    OIDC_PROVIDER_KEYS="$dir/jwks.json" \
+    OIDC_REDIRECT_URIS="http://$HOST:${WEB_PORT:-8080}/auth/oidc/callback" node server.mjs
+}
+
 require_installed() {
   local missing=()
   [[ -x $PG_BIN/postgres ]] || missing+=("postgresql-15")
@@ -600,6 +623,7 @@ require_installed() {
   compgen -G "$KAFKA_LIBS/kafka_2.13-*.jar" >/dev/null || missing+=("kafka jars")
   [[ -x $VENV/bin/moto_server ]] || missing+=(".venv with moto[server]")
   [[ -x $STRIPE_BIN ]] || missing+=("stripe-mock")
+  [[ -d $ROOT/infra/local/oidc/node_modules/oidc-provider ]] || missing+=("oidc-provider (npm)")
   command -v java >/dev/null 2>&1 || missing+=("java")
   (( ${#missing[@]} == 0 )) || die "not installed: ${missing[*]}; run: bash infra/local/stack.sh install"
 }
@@ -613,7 +637,7 @@ cmd_up() {
   local name pending=()
   declare -gA T0=()
   # Kafka last: its first start formats the storage synchronously (two short JVM runs).
-  for name in registry s3 stripe kafka; do
+  for name in registry s3 stripe oidc kafka; do
     if running_pid "$name" >/dev/null; then
       if "health_$name"; then line "$name" "$(addr_of "$name")" "already up"; continue; fi
       T0[$name]=$(now); pending+=("$name")   # ours but still starting (or unhealthy): wait

@@ -24,7 +24,9 @@ PROD_OK = {
 
 def dev_env() -> dict[str, str]:
     values = {}
-    for line in (REPO_ROOT / "infra" / "local" / "dev.env").read_text().splitlines():
+    text = (REPO_ROOT / "infra" / "local" / "dev.env").read_text()
+    text += "\n" + (REPO_ROOT / "infra" / "local" / "oidc" / "oidc.env").read_text()
+    for line in text.splitlines():
         if line.strip() and not line.lstrip().startswith("#") and "=" in line:
             key, _, value = line.partition("=")
             values[key.strip()] = value.strip()
@@ -52,8 +54,9 @@ def test_a_real_production_configuration_starts() -> None:
     [
         ({"SESSION_SECRET": dev_env()["SESSION_SECRET"]}, "SESSION_SECRET"),
         ({"RECIPIENT_ENCRYPTION_KEY": dev_env()["RECIPIENT_ENCRYPTION_KEY"]}, "RECIPIENT_ENCRYPTION_KEY"),
-        ({"OIDC_ISSUER": dev_env()["OIDC_ISSUER"]}, "OIDC_ISSUER"),
-        ({"OIDC_JWKS_URL": dev_env()["OIDC_JWKS_URL"]}, "OIDC_JWKS_URL"),
+        ({"OIDC_ISSUER": "http://127.0.0.1:8080/dev-idp/"}, "OIDC_ISSUER"),
+        ({"OIDC_JWKS_URL": "http://127.0.0.1:8080/dev-idp/.well-known/jwks.json"}, "OIDC_JWKS_URL"),
+        ({"OIDC_CLIENT_SECRET": dev_env()["OIDC_CLIENT_SECRET"]}, "OIDC_CLIENT_SECRET"),
     ],
 )
 def test_outside_dev_each_dev_secret_is_refused_by_name(override: dict[str, str], named: str) -> None:
@@ -66,7 +69,16 @@ def test_outside_dev_each_dev_secret_is_refused_by_name(override: dict[str, str]
 
 
 def test_dev_env_copied_to_production_is_refused_naming_everything() -> None:
+    committed = {k: v for k, v in dev_env().items() if k not in ("OIDC_ISSUER", "OIDC_JWKS_URL")}
     with pytest.raises(SettingsError) as err:
-        Settings.from_env({**BASE, **dev_env(), "SPACEMUSIC_ENV": "prod"})
-    for name in ("SESSION_SECRET", "RECIPIENT_ENCRYPTION_KEY", "OIDC_ISSUER", "OIDC_JWKS_URL"):
+        Settings.from_env(
+            {
+                **BASE,
+                **committed,
+                "OIDC_ISSUER": "http://127.0.0.1:8080/dev-idp/",
+                "OIDC_JWKS_URL": "http://127.0.0.1:8080/dev-idp/.well-known/jwks.json",
+                "SPACEMUSIC_ENV": "prod",
+            }
+        )
+    for name in ("SESSION_SECRET", "RECIPIENT_ENCRYPTION_KEY", "OIDC_CLIENT_SECRET", "OIDC_ISSUER", "OIDC_JWKS_URL"):
         assert name in str(err.value)

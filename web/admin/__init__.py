@@ -33,6 +33,8 @@ from models.money import CURRENCY_EXPONENTS
 from web.auth import AUTH, DEALS_READ, PRINCIPAL, Principal, authenticated, session_principal
 from web.auth.dev_idp import DEV_IDP
 from web.auth.dev_idp import PREFIX as DEV_IDP_PREFIX
+from web.auth.oidc import OIDC
+from web.auth.oidc import PREFIX as OIDC_PREFIX
 from web.auth.permissions import ADMIN, creator_scope_for
 
 HERE = Path(__file__).resolve().parent
@@ -63,6 +65,7 @@ def status_label(status: DealStatus) -> str:
 STATUSES = [{"value": status.value, "label": status_label(status)} for status in DealStatus]
 DEV_LOGIN = f"{DEV_IDP_PREFIX}/login"
 SIGN_IN = "/admin/login"
+OIDC_LOGIN = f"{OIDC_PREFIX}/login"
 
 # The page loads only its own script and stylesheet and talks only to this origin.
 CONTENT_SECURITY_POLICY = "; ".join(
@@ -112,6 +115,8 @@ def _redirect(location: str) -> web.Response:
 
 def _sign_in_location(request: web.Request) -> str:
     """Where a browser without a session goes: the dev IdP's form when it runs, else ours."""
+    if request.config_dict.get(OIDC) is not None:
+        return OIDC_LOGIN  # the authorization-code flow at the configured provider
     return DEV_LOGIN if request.config_dict.get(DEV_IDP) is not None else SIGN_IN
 
 
@@ -138,8 +143,8 @@ async def admin_slash(_: web.Request) -> web.Response:
 async def sign_in_page(request: web.Request) -> web.Response:
     if await _session_principal(request) is not None:
         return _redirect("/admin")
-    if _sign_in_location(request) == DEV_LOGIN:
-        return _redirect(DEV_LOGIN)
+    if (location := _sign_in_location(request)) in (DEV_LOGIN, OIDC_LOGIN):
+        return _redirect(location)
     return _page(_SIGN_IN_PAGE)
 
 

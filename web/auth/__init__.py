@@ -23,6 +23,8 @@ from web.auth.dev_idp import DevIdp, add_dev_idp_routes, mint_token
 from web.auth.guard import session_guard, session_principal
 from web.auth.jwks import JwksCache
 from web.auth.middleware import auth_middleware
+from web.auth.oidc import OIDC, add_oidc_routes, oidc_configured
+from web.auth.oidc import PREFIX as OIDC_PREFIX
 from web.auth.permissions import (
     ADMIN,
     CREATOR_SCOPE,
@@ -71,6 +73,7 @@ __all__ = [
     "AuthError",
     "AuthStore",
     "MemoryAuthStore",
+    "OIDC",
     "Principal",
     "auth_middleware",
     "authenticated",
@@ -122,6 +125,9 @@ def setup_auth(
     if store is None:
         app.cleanup_ctx.append(_shared_store(settings, state))
     add_session_routes(app)
+    if oidc_configured(settings) and not uses_dev_idp(settings):
+        add_oidc_routes(app, settings)
+        state.public = PublicRoutes([*patterns, f"{OIDC_PREFIX}/*"])
     if uses_dev_idp(settings):
         idp = DevIdp.from_settings(settings)
         add_dev_idp_routes(app, idp, login_redirect=login_redirect)
