@@ -27,12 +27,11 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-import structlog
 from aiokafka.errors import KafkaError
 from sqlalchemy.exc import DBAPIError, OperationalError
 
 from infra.avro import DecodeError, RegistryUnavailable
-from infra.logging import get_logger
+from infra.logging import event_log_context, get_logger
 from infra.metrics import APP_ERRORS, DEAD_LETTERS, EVENTS_CONSUMED
 from infra.retry import TRANSIENT_IO, RetryPolicy, retry
 from models.errors import InvalidEvent
@@ -105,15 +104,6 @@ def caused_by(cause: Event, topic: str, now: datetime) -> dict[str, Any]:
     }
 
 
-@contextlib.contextmanager
-def event_context(event: Event) -> Any:
-    """Every log line while handling ``event`` names its deal and correlation id."""
-    with structlog.contextvars.bound_contextvars(
-        correlation_id=event.correlation_id, offer_id=event.offer_id, event_id=event.event_id
-    ):
-        yield
-
-
 Handler = Callable[[Event, RawMessage], Awaitable[None]]
 BatchHandler = Callable[[Sequence[Decoded]], Awaitable[None]]
 
@@ -156,7 +146,7 @@ class Consumer:
 
     async def _handle_alone(self, item: Decoded, handler: BatchHandler) -> None:
         message = item.message
-        with event_context(item.event):
+        with event_log_context(item.event):
             try:
                 await retry(
                     TRANSIENT_IO,

@@ -11,7 +11,7 @@ from typing import Any, TypeVar
 
 from agents.consume import Consumer, Decoded, caused_by, consume_batches
 from infra.documents import StoredDocument, produce_receipt, produce_termsheet
-from infra.logging import get_logger
+from infra.logging import event_log_context, get_logger
 from models.documents import ReceiptData, TermsheetData
 from models.events import (
     OfferValuated,
@@ -122,6 +122,10 @@ def register(app: Any) -> None:
         resources = app.resources
 
         async def issue(valued: OfferValuated) -> TermsheetGenerated:
+            with event_log_context(valued):
+                return await _termsheet(valued)
+
+        async def _termsheet(valued: OfferValuated) -> TermsheetGenerated:
             async with resources.engine.connect() as conn:
                 creator = await get_creator(conn, valued.creator_id)
             data = termsheet_data(valued, creator["display_name"] if creator else None)
@@ -141,6 +145,10 @@ def register(app: Any) -> None:
         resources = app.resources
 
         async def issue(paid: PayoutCompleted) -> ReceiptGenerated:
+            with event_log_context(paid):
+                return await _receipt(paid)
+
+        async def _receipt(paid: PayoutCompleted) -> ReceiptGenerated:
             async with resources.engine.connect() as conn:
                 payout = await get_payout(conn, paid.payout_id)
                 recipient = await get_recipient(conn, payout["recipient_id"]) if payout else None
