@@ -64,5 +64,12 @@ LOADTEST_ARGS ?= --rate 200 --duration 30s
 loadtest: setup ## Locust against the local stack + SLO gate (LOADTEST_ARGS="--rate 1000 --duration 10m --p95-ms 50")
 	@$(LOAD_ENV) $(BIN)/python bench/loadtest/run.py $(LOADTEST_ARGS)
 
+.PHONY: deploy-tools deploy-check
+deploy-tools: ## Install the deployment validators (helm, kubeconform, promtool, amtool, tofu, tflint, checkov) into .local
+	@bash infra/deploy/tools.sh
+
+deploy-check: stack-up deploy-tools ## Validate infra/deploy/ offline and run the rendered chart's processes on the local stack
+	@$(LOAD_ENV) SPACEMUSIC_DEPLOY_CHECK=1 $(BIN)/python -m pytest -q -p no:cacheprovider tests/deploy $(PYTEST_ARGS)
+
 clean: ## Remove caches and test artifacts (not the stack)
 	rm -rf .pytest_cache htmlcov coverage.xml .coverage test-artifacts

@@ -15,6 +15,13 @@ STAMPS="$LOCAL/stamps"
 VENV="$LOCAL/deploy-venv"
 mkdir -p "$BIN" "$STAMPS"
 export GOFLAGS=-modcacherw GOTOOLCHAIN=local
+command -v go >/dev/null || export PATH="/usr/local/go/bin:$PATH"
+# OpenTofu 1.12 and tflint need Go 1.26; the machine image has it (no toolchain download).
+go_minor=$(go env GOVERSION 2>/dev/null | sed -n 's/^go1\.\([0-9]*\).*/\1/p')
+if [[ -z $go_minor ]] || (( go_minor < 26 )); then
+  echo "deploy-tools: needs Go >= 1.26 (found: $(go version 2>/dev/null || echo none))" >&2
+  exit 1
+fi
 
 # Versions that were checked to build and run on Go 1.26 here.
 HELM_VERSION=v4.3.2
