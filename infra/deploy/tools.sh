@@ -40,7 +40,7 @@ say() { printf 'deploy-tools  %s\n' "$*"; }
 go_tool() {
   local name=$1 module=$2 version=$3; shift 3
   local stamp="$STAMPS/$name.$version"
-  if [[ -f $stamp && -x $BIN/$name ]] && go version -m "$BIN/$name" 2>/dev/null | grep -q "$module[[:space:]]*$version"; then
+  if [[ -f $stamp && -x $BIN/$name ]] && go version -m "$BIN/$name" 2>/dev/null | grep -q "${module}[[:space:]]*${version}"; then
     say "$name ok ($version)"; return
   fi
   say "$name building $module@$version ..."

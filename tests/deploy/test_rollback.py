@@ -43,8 +43,9 @@ def rollback(env: dict[str, str], *args: str, **extra: str) -> subprocess.Comple
     )
 
 
-def test_shellcheck() -> None:
-    run(tool("shellcheck"), "-x", str(SCRIPT))
+@pytest.mark.parametrize("script", [SCRIPT, DEPLOY / "tools.sh"], ids=lambda p: p.name)
+def test_shellcheck(script: Path) -> None:
+    run(tool("shellcheck"), "-x", str(script))
 
 
 def test_abort_undo_promote_wait_status(kubectl: dict[str, str]) -> None:
