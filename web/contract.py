@@ -241,3 +241,19 @@ class StreamQuery(QueryModel):
 
     ticket: str | None = None
     last_event_id: Annotated[int | None, Field(ge=0)] = None
+
+
+# --- answers (the error shape; success bodies are documented per route) ---------------------
+
+
+class FieldProblem(BaseModel):
+    field: str
+    problem: str
+
+
+class ErrorBody(BaseModel):
+    """Every 4xx/5xx: a machine-readable ``error`` code, a sentence, and the fields at fault."""
+
+    error: Annotated[str, Field(examples=["validation_failed", "not_found", "conflict", "rate_limited"])]
+    message: str
+    fields: list[FieldProblem] | None = Field(default=None, description="present when fields are at fault")
