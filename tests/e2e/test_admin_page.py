@@ -7,8 +7,12 @@ from __future__ import annotations
 
 import contextlib
 import re
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any
 
 import aiohttp
+import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
 from tests.e2e.conftest import FlakyProxy
@@ -80,148 +84,205 @@ async def test_admin_without_session_goes_to_the_dev_login(admin_client: TestCli
         await context.close()
 
 
-async def test_admin_deals_page_live(
-    admin_client: TestClient, worker, engine, browser, flaky_proxy: FlakyProxy
+# --- the live journey: one browser session, one deal, phase by phase ----------------------------
+# The phases share the page and the deal (each builds on the one before), so they run in
+# file order; a failed phase leaves a screenshot and the following phases fail too.
+
+
+@dataclass
+class Journey:
+    base: str
+    context: Any
+    page: Any
+    proxy: FlakyProxy
+    errors: list[str] = field(default_factory=list)
+    offer_id: str = ""
+    recipient_id: str = ""
+    median: int = 0
+
+
+@pytest.fixture(scope="module")
+async def journey(admin_client: TestClient, worker, browser) -> AsyncIterator[Journey]:
+    ARTIFACTS.mkdir(exist_ok=True)
+    url = admin_client.make_url("/")
+    proxy = FlakyProxy(url.host or "127.0.0.1", url.port or 80)
+    await proxy.start()
+    base = f"http://127.0.0.1:{proxy.port}"
+    context = await browser.new_context(viewport={"width": 1366, "height": 768}, locale="en-US", base_url=base)
+    page = await context.new_page()
+    trip = Journey(base, context, page, proxy)
+    page.on("pageerror", lambda exc: trip.errors.append(str(exc)))
+    try:
+        yield trip
+    finally:
+        await context.close()
+        await proxy.stop()
+
+
+@pytest.fixture
+async def phase(journey: Journey, request: pytest.FixtureRequest) -> AsyncIterator[Journey]:
+    yield journey
+    # What the page looked like at the end of each phase, for the CI artifacts.
+    with contextlib.suppress(Exception):
+        await journey.page.screenshot(path=str(ARTIFACTS / f"admin-page-{request.node.name}.png"))
+
+
+async def test_dev_login_lands_on_the_live_deals_page(phase: Journey) -> None:
+    from playwright.async_api import expect
+
+    page, base = phase.page, phase.base
+    # Dev login: the form sets the session cookie and redirects to the page.
+    await page.goto("/dev-idp/login")
+    await page.check("input[name=identity][value=admin]")
+    async with page.expect_response(lambda r: r.url == f"{base}/admin") as landed:
+        await page.click("button[type=submit]")
+    response = await landed.value
+    assert "script-src 'self'" in response.headers["content-security-policy"]
+    assert page.url == f"{base}/admin"
+    await expect(page.locator("#connection")).to_have_attribute("data-state", "live", timeout=15_000)
+    await expect(page.locator("#deals-table")).to_have_attribute("data-state", re.compile("^(ready|empty)$"))
+    await expect(page.locator("#whoami")).to_have_text("dev|admin")
+    await page.evaluate(RECORD_STATUSES)
+
+
+async def test_new_deals_appear_without_a_reload(phase: Journey, admin_client: TestClient) -> None:
+    from playwright.async_api import expect
+
+    page = phase.page
+    # A few deals for context, then ours.
+    creator_id, phase.recipient_id = await onboard(admin_client)
+    other = await admin_client.post("/creators", json={"display_name": "Hiro Tanaka", "country": "JP"})
+    assert other.status == 201, await other.text()
+    other_creator = (await other.json())["creator_id"]
+    jpy_offer = await _new_offer(admin_client, other_creator, "JPY")
+    await _new_offer(admin_client, other_creator, "USD")
+    # Two months of history are not enough to price: the valuation fails.
+    failed_offer = await _new_offer(admin_client, other_creator, "GBP", HISTORY[:2])
+    await _new_offer(admin_client, other_creator, "KRW")
+    phase.offer_id = offer_id = await _new_offer(admin_client, creator_id, "EUR")
+    row = page.locator(f'tr[data-offer-id="{offer_id}"]')
+    badge = row.locator(".badge")
+    await expect(row).to_be_visible(timeout=45_000)
+    await expect(badge).to_have_text("Term sheet issued", timeout=45_000)
+    await expect(page.locator("#deals-body tr").first).to_have_attribute("data-offer-id", offer_id)
+    deal = await (await admin_client.get(f"/offers/{offer_id}")).json()
+    phase.median = median = deal["valuation_median_minor"]
+    await expect(row.locator("td").nth(4)).to_have_text(f"€{median // 100:,}.{median % 100:02d}")
+    # JPY has no minor digits: the amount shows without decimals.
+    jpy_cell = page.locator(f'tr[data-offer-id="{jpy_offer}"] td').nth(4)
+    await expect(jpy_cell).to_have_text(re.compile(r"^¥[\d,]+$"), timeout=45_000)
+    failed_badge = page.locator(f'tr[data-offer-id="{failed_offer}"] .badge')
+    await expect(failed_badge).to_have_text("Valuation failed", timeout=45_000)
+    jpy_badge = page.locator(f'tr[data-offer-id="{jpy_offer}"] .badge')
+    await expect(jpy_badge).to_have_text("Term sheet issued", timeout=45_000)
+    jpy_accept = await admin_client.post(f"/offers/{jpy_offer}/accept")
+    assert jpy_accept.status == 202, await jpy_accept.text()
+    await expect(jpy_badge).to_have_text("Accepted", timeout=45_000)
+
+
+async def test_a_dropped_connection_resumes_without_missing_an_update(
+    phase: Journey, admin_client: TestClient, engine
 ) -> None:
     from playwright.async_api import expect
 
-    ARTIFACTS.mkdir(exist_ok=True)
-    base = f"http://127.0.0.1:{flaky_proxy.port}"
-    context = await browser.new_context(viewport={"width": 1366, "height": 768}, locale="en-US", base_url=base)
-    page_errors: list[str] = []
-    try:
-        page = await context.new_page()
-        page.on("pageerror", lambda exc: page_errors.append(str(exc)))
+    page, proxy, offer_id = phase.page, phase.proxy, phase.offer_id
+    badge = page.locator(f'tr[data-offer-id="{offer_id}"] .badge')
+    # Cut the browser's connections and keep the server unreachable: the page says it is
+    # reconnecting; the offer is accepted meanwhile and shows up after the reconnection.
+    proxy.down = True
+    proxy.cut()
+    await expect(page.locator("#connection")).to_have_attribute("data-state", "reconnecting", timeout=10_000)
+    await expect(page.locator("#banner")).to_be_visible()
+    await expect(page.locator("#banner-text")).to_contain_text("Reconnecting")
+    accepted = await admin_client.post(f"/offers/{offer_id}/accept")
+    assert accepted.status == 202, await accepted.text()
+    await wait_status(engine, offer_id, "accepted")
+    await page.wait_for_timeout(500)  # a negative check: give a leaked update the chance to show
+    await expect(badge).to_have_text("Term sheet issued")  # nothing arrived while down
+    # The page keeps retrying with a backoff; the server "answers" 503, a hard failure
+    # after which EventSource gives up by itself and the page reopens it.
+    await eventually(lambda: proxy.refused >= 2, timeout=15, what="two refused reconnections")
+    await expect(page.locator("#connection")).to_have_attribute("data-state", "reconnecting")
+    proxy.down = False
+    await expect(badge).to_have_text("Accepted", timeout=40_000)
+    await expect(page.locator("#connection")).to_have_attribute("data-state", "live")
+    await expect(page.locator("#banner")).to_be_hidden()
 
-        # Dev login: the form sets the session cookie and redirects to the page.
-        await page.goto("/dev-idp/login")
-        await page.check("input[name=identity][value=admin]")
-        async with page.expect_response(lambda r: r.url == f"{base}/admin") as landed:
-            await page.click("button[type=submit]")
-        response = await landed.value
-        assert "script-src 'self'" in response.headers["content-security-policy"]
-        assert page.url == f"{base}/admin"
-        await expect(page.locator("#connection")).to_have_attribute("data-state", "live", timeout=15_000)
-        await expect(page.locator("#deals-table")).to_have_attribute("data-state", re.compile("^(ready|empty)$"))
-        await expect(page.locator("#whoami")).to_have_text("dev|admin")
-        await page.evaluate(RECORD_STATUSES)
 
-        # Deals created through the API appear without a reload: a few for context, then ours.
-        creator_id, recipient_id = await onboard(admin_client)
-        other = await admin_client.post("/creators", json={"display_name": "Hiro Tanaka", "country": "JP"})
-        assert other.status == 201, await other.text()
-        other_creator = (await other.json())["creator_id"]
-        jpy_offer = await _new_offer(admin_client, other_creator, "JPY")
-        await _new_offer(admin_client, other_creator, "USD")
-        # Two months of history are not enough to price: the valuation fails.
-        failed_offer = await _new_offer(admin_client, other_creator, "GBP", HISTORY[:2])
-        await _new_offer(admin_client, other_creator, "KRW")
-        offer_id = await _new_offer(admin_client, creator_id, "EUR")
-        row = page.locator(f'tr[data-offer-id="{offer_id}"]')
-        badge = row.locator(".badge")
-        await expect(row).to_be_visible(timeout=45_000)
-        await expect(badge).to_have_text("Term sheet issued", timeout=45_000)
-        await expect(page.locator("#deals-body tr").first).to_have_attribute("data-offer-id", offer_id)
-        deal = await (await admin_client.get(f"/offers/{offer_id}")).json()
-        median = deal["valuation_median_minor"]
-        await expect(row.locator("td").nth(4)).to_have_text(f"€{median // 100:,}.{median % 100:02d}")
-        # JPY has no minor digits: the amount shows without decimals.
-        jpy_cell = page.locator(f'tr[data-offer-id="{jpy_offer}"] td').nth(4)
-        await expect(jpy_cell).to_have_text(re.compile(r"^¥[\d,]+$"), timeout=45_000)
-        failed_badge = page.locator(f'tr[data-offer-id="{failed_offer}"] .badge')
-        await expect(failed_badge).to_have_text("Valuation failed", timeout=45_000)
-        jpy_badge = page.locator(f'tr[data-offer-id="{jpy_offer}"] .badge')
-        await expect(jpy_badge).to_have_text("Term sheet issued", timeout=45_000)
-        jpy_accept = await admin_client.post(f"/offers/{jpy_offer}/accept")
-        assert jpy_accept.status == 202, await jpy_accept.text()
-        await expect(jpy_badge).to_have_text("Accepted", timeout=45_000)
+async def test_the_payout_moves_the_row_to_paid_through_every_status_in_order(
+    phase: Journey, admin_client: TestClient
+) -> None:
+    from playwright.async_api import expect
 
-        # Cut the browser's connections and keep the server unreachable: the page says it is
-        # reconnecting; the offer is accepted meanwhile and shows up after the reconnection.
-        flaky_proxy.down = True
-        flaky_proxy.cut()
-        await expect(page.locator("#connection")).to_have_attribute("data-state", "reconnecting", timeout=10_000)
-        await expect(page.locator("#banner")).to_be_visible()
-        await expect(page.locator("#banner-text")).to_contain_text("Reconnecting")
-        accepted = await admin_client.post(f"/offers/{offer_id}/accept")
-        assert accepted.status == 202, await accepted.text()
-        await wait_status(engine, offer_id, "accepted")
-        await page.wait_for_timeout(500)
-        await expect(badge).to_have_text("Term sheet issued")  # nothing arrived while down
-        # The page keeps retrying with a backoff; the server "answers" 503, a hard failure
-        # after which EventSource gives up by itself and the page reopens it.
-        await eventually(lambda: flaky_proxy.refused >= 2, timeout=15, what="two refused reconnections")
-        await expect(page.locator("#connection")).to_have_attribute("data-state", "reconnecting")
-        flaky_proxy.down = False
-        await expect(badge).to_have_text("Accepted", timeout=40_000)
-        await expect(page.locator("#connection")).to_have_attribute("data-state", "live")
-        await expect(page.locator("#banner")).to_be_hidden()
+    page, offer_id = phase.page, phase.offer_id
+    row = page.locator(f'tr[data-offer-id="{offer_id}"]')
+    # The payout, live: payout_requested, then paid through stripe-mock.
+    payout = await request_payout(admin_client, offer_id, phase.recipient_id)
+    assert payout.status == 202, await payout.text()
+    await expect(row.locator(".badge")).to_have_text("Paid", timeout=60_000)
+    await expect(row.locator("td").nth(5)).to_have_text(re.compile(r"Stripe\s*succeeded"))
+    # Every status the row showed, in lifecycle order (the projector may fold two events
+    # of different topics in either order, so a step can in principle be skipped).
+    seen = _dedupe(await page.evaluate(STATUSES_SEEN, offer_id))
+    assert all(s in LIFECYCLE for s in seen), seen
+    assert [LIFECYCLE.index(s) for s in seen] == sorted({LIFECYCLE.index(s) for s in seen}), seen
+    assert {"termsheet_issued", "accepted", "paid"} <= set(seen), seen
 
-        # The payout, live: payout_requested, then paid through stripe-mock.
-        payout = await request_payout(admin_client, offer_id, recipient_id)
-        assert payout.status == 202, await payout.text()
-        await expect(badge).to_have_text("Paid", timeout=60_000)
-        await expect(row.locator("td").nth(5)).to_have_text(re.compile(r"Stripe\s*succeeded"))
-        # Every status the row showed, in lifecycle order (the projector may fold two events
-        # of different topics in either order, so a step can in principle be skipped).
-        seen = _dedupe(await page.evaluate(STATUSES_SEEN, offer_id))
-        assert all(s in LIFECYCLE for s in seen), seen
-        assert [LIFECYCLE.index(s) for s in seen] == sorted({LIFECYCLE.index(s) for s in seen}), seen
-        assert {"termsheet_issued", "accepted", "paid"} <= set(seen), seen
 
-        # The drawer: details, the history timeline and the documents, updating live.
-        await row.locator("button.row-open").click()
-        drawer = page.locator("#drawer")
-        await expect(drawer).to_be_visible()
-        await expect(page.locator("#drawer-title")).to_have_text(offer_id)
-        await expect(page.locator("#drawer-close")).to_be_focused()
-        receipt = drawer.locator('a[data-doc="receipt"]')
-        await expect(receipt).to_be_visible(timeout=45_000)
-        await expect(receipt).to_have_attribute("target", "_blank")
-        await expect(drawer.locator('a[data-doc="termsheet"]')).to_be_visible()
-        items = drawer.locator(".timeline-item")
-        await expect(items).to_have_count(len(EVENT_TYPES), timeout=20_000)
-        assert await items.evaluate_all("(els) => els.map((e) => e.dataset.eventType)") == EVENT_TYPES
-        await expect(drawer.locator(".range-median .range-value")).to_have_text(
-            f"€{median // 100:,}.{median % 100:02d}"
-        )
-        await expect(drawer).to_contain_text("tr_")  # the Stripe transfer reference
-        await page.wait_for_timeout(300)  # let the drawer's slide-in settle
-        await page.screenshot(path=str(ARTIFACTS / "admin-page-drawer.png"))
-        await drawer.locator(".history").scroll_into_view_if_needed()
-        await page.screenshot(path=str(ARTIFACTS / "admin-page-drawer-history.png"))
+async def test_the_drawer_shows_details_history_and_documents(phase: Journey) -> None:
+    from playwright.async_api import expect
 
-        # The receipt opens in a new tab and is a PDF.
-        href = await receipt.get_attribute("href")
-        assert href == f"/offers/{offer_id}/documents/receipt"
-        async with context.expect_event("response", lambda r: r.url == f"{base}{href}") as pdf_response:
-            async with context.expect_page() as new_tab:
-                await receipt.click()
-        pdf = await pdf_response.value
-        assert pdf.status == 200 and pdf.headers["content-type"].startswith("application/pdf")
-        await (await new_tab.value).close()
-        body = await context.request.get(href)  # the context's session cookie authenticates
-        assert body.status == 200 and body.headers["content-type"].startswith("application/pdf")
-        assert (await body.body()).startswith(b"%PDF")
+    page, offer_id, median = phase.page, phase.offer_id, phase.median
+    await page.locator(f'tr[data-offer-id="{offer_id}"] button.row-open').click()
+    drawer = page.locator("#drawer")
+    await expect(drawer).to_be_visible()
+    await expect(page.locator("#drawer-title")).to_have_text(offer_id)
+    await expect(page.locator("#drawer-close")).to_be_focused()
+    receipt = drawer.locator('a[data-doc="receipt"]')
+    await expect(receipt).to_be_visible(timeout=45_000)
+    await expect(receipt).to_have_attribute("target", "_blank")
+    await expect(drawer.locator('a[data-doc="termsheet"]')).to_be_visible()
+    items = drawer.locator(".timeline-item")
+    await expect(items).to_have_count(len(EVENT_TYPES), timeout=20_000)
+    assert await items.evaluate_all("(els) => els.map((e) => e.dataset.eventType)") == EVENT_TYPES
+    await expect(drawer.locator(".range-median .range-value")).to_have_text(f"€{median // 100:,}.{median % 100:02d}")
+    await expect(drawer).to_contain_text("tr_")  # the Stripe transfer reference
+    await page.wait_for_timeout(300)  # let the drawer's slide-in settle for the screenshot
+    await page.screenshot(path=str(ARTIFACTS / "admin-page-drawer.png"))
+    await drawer.locator(".history").scroll_into_view_if_needed()
+    await page.screenshot(path=str(ARTIFACTS / "admin-page-drawer-history.png"))
 
-        # Esc closes the drawer; the search box filters the loaded rows.
-        await page.keyboard.press("Escape")
-        await expect(drawer).to_be_hidden()
-        await page.fill("#search", offer_id[:8])
-        await expect(page.locator("#deals-body tr")).to_have_count(1)
-        await page.fill("#search", "")
-        await page.locator("#search").blur()
-        await page.mouse.move(0, 0)
-        await page.wait_for_timeout(2_500)  # let the rows' change highlight fade
-        await page.screenshot(path=str(ARTIFACTS / "admin-page.png"))
-        assert page_errors == []
-    except BaseException:
-        # What the page looked like when it failed, for the CI artifacts.
-        with contextlib.suppress(Exception):
-            await context.pages[0].screenshot(path=str(ARTIFACTS / "admin-page-failure.png"))
-        raise
-    finally:
-        await context.close()
+
+async def test_the_receipt_opens_in_a_new_tab_as_a_pdf(phase: Journey) -> None:
+    page, context, base, offer_id = phase.page, phase.context, phase.base, phase.offer_id
+    receipt = page.locator('#drawer a[data-doc="receipt"]')
+    href = await receipt.get_attribute("href")
+    assert href == f"/offers/{offer_id}/documents/receipt"
+    async with context.expect_event("response", lambda r: r.url == f"{base}{href}") as pdf_response:
+        async with context.expect_page() as new_tab:
+            await receipt.click()
+    pdf = await pdf_response.value
+    assert pdf.status == 200 and pdf.headers["content-type"].startswith("application/pdf")
+    await (await new_tab.value).close()
+    body = await context.request.get(href)  # the context's session cookie authenticates
+    assert body.status == 200 and body.headers["content-type"].startswith("application/pdf")
+    assert (await body.body()).startswith(b"%PDF")
+
+
+async def test_escape_closes_the_drawer_and_the_search_box_filters_rows(phase: Journey) -> None:
+    from playwright.async_api import expect
+
+    page = phase.page
+    await page.keyboard.press("Escape")
+    await expect(page.locator("#drawer")).to_be_hidden()
+    await page.fill("#search", phase.offer_id[:8])
+    await expect(page.locator("#deals-body tr")).to_have_count(1)
+    await page.fill("#search", "")
+    await page.locator("#search").blur()
+    await page.mouse.move(0, 0)
+    await page.wait_for_timeout(2_500)  # let the rows' change highlight fade for the screenshot
+    await page.screenshot(path=str(ARTIFACTS / "admin-page.png"))
+    assert phase.errors == []
 
 
 # --- outside dev: no dev IdP, the page's own sign-in ------------------------------------------
