@@ -14,6 +14,7 @@ from state.creators import get_creator, list_recipients
 from web import commands
 from web.auth.permissions import CREATOR_SCOPE
 from web.contract import CreatorIn, RecipientIn
+from web.errors import json_error
 from web.keys import ENGINE, VAULT
 from web.validation import path_uuid, read_body
 
@@ -28,8 +29,12 @@ def _creator_id(request: web.Request) -> str:
 
 async def create_creator(request: web.Request) -> web.Response:
     body = await read_body(request, CreatorIn)
+    own = request.get(CREATOR_SCOPE)
+    if own is not None and body.creator_id not in (None, own):
+        # Fail closed: a creator registers itself only, never another creator id.
+        return json_error(403, "not_own_creator", "a creator can only register itself")
     command = commands.CreateCreator(
-        creator_id=body.creator_id or str(uuid.uuid4()), display_name=body.display_name, country=body.country
+        creator_id=own or body.creator_id or str(uuid.uuid4()), display_name=body.display_name, country=body.country
     )
     creator = await commands.create_creator(command, request.app[ENGINE])
     return web.json_response(creator, status=201, headers={"Location": f"/creators/{command.creator_id}"})

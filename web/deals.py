@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from aiohttp import web
 
 from projections.queries import deal_history, list_deals
-from web.auth.permissions import CREATOR_SCOPE
+from web.auth.permissions import CREATOR_SCOPE, PRINCIPAL
 from web.commands import visible_deal
 from web.contract import DealsQuery
 from web.keys import ENGINE
@@ -24,7 +26,26 @@ async def get_offer_history(request: web.Request) -> web.Response:
     async with request.app[ENGINE].connect() as conn:
         await visible_deal(conn, offer_id, request.get(CREATOR_SCOPE))
         history = await deal_history(conn, offer_id)
+    if request.get(CREATOR_SCOPE) is not None:
+        history = hide_staff(history, request[PRINCIPAL].subject)
     return web.json_response({"offer_id": offer_id, "events": history})
+
+
+# Event fields that name the principal who acted (web/commands.py fills them).
+ACTOR_FIELDS = ("accepted_by", "requested_by")
+STAFF = "staff"
+
+
+def hide_staff(history: list[dict[str, Any]], own_subject: str) -> list[dict[str, Any]]:
+    """A creator sees who acted only when it was itself; staff subjects read "staff"."""
+    shown = []
+    for entry in history:
+        payload = entry.get("payload")
+        if isinstance(payload, dict) and any(k in payload for k in ACTOR_FIELDS):
+            payload = {k: (STAFF if k in ACTOR_FIELDS and v != own_subject else v) for k, v in payload.items()}
+            entry = {**entry, "payload": payload}
+        shown.append(entry)
+    return shown
 
 
 async def get_deals(request: web.Request) -> web.Response:

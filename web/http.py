@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
+from infra.logging import CORRELATION_HEADER, correlation_id_from
 from web.auth.permissions import CREATOR_SCOPE, PRINCIPAL
 from web.commands import Actor
 from web.middleware import REQUEST_ID
@@ -13,7 +14,8 @@ MAX_CORRELATION_ID = 128
 
 def actor_of(request: web.Request) -> Actor:
     principal = request.get(PRINCIPAL)
-    correlation = request.headers.get("X-Correlation-ID") or request.get(REQUEST_ID) or ""
+    # The same id request_context binds to the request's log lines.
+    correlation = correlation_id_from(request.headers.get(CORRELATION_HEADER), request.get(REQUEST_ID) or "")
     return Actor(
         subject=principal.subject if principal is not None else "anonymous",
         scope=request.get(CREATOR_SCOPE),

@@ -9,7 +9,7 @@ from collections.abc import Awaitable, Callable
 import structlog
 from aiohttp import web
 
-from infra.logging import get_logger
+from infra.logging import CORRELATION_HEADER, bind_request_context, correlation_id_from, get_logger
 from infra.metrics import HTTP_LATENCY, HTTP_REQUESTS
 from web.errors import error_answer, json_error
 
@@ -33,7 +33,8 @@ async def request_context(request: web.Request, handler: Handler) -> web.StreamR
         request_id = str(uuid.uuid4())
     request[REQUEST_ID] = request_id
     structlog.contextvars.clear_contextvars()
-    structlog.contextvars.bind_contextvars(request_id=request_id)
+    # The id the request's events carry (web/http.py), on every log line of the request.
+    bind_request_context(request_id, correlation_id_from(request.headers.get(CORRELATION_HEADER), request_id))
     started = time.perf_counter()
     status = 500
     try:

@@ -21,8 +21,9 @@ import pytest
 from infra.db import create_engine
 from state.sessions import PostgresAuthStore
 from tests.sse import SseStream
-from tests.stack import Process, free_port, run_cli
-from web.auth import ADMIN, DEALS_READ, mint_token
+from tests.stack import ARTIFACTS, Process, free_port, run_cli
+from web.auth import ADMIN, CREATORS_WRITE, DEALS_READ, PAYOUTS_WRITE, mint_token
+from web.auth.permissions import METRICS_READ
 
 COOKIE = "sm_session"  # dev runs on plain http
 
@@ -178,3 +179,58 @@ async def test_ticket_nonces_are_single_use_across_stores(settings) -> None:
     finally:
         for engine in engines:
             await engine.dispose()
+
+
+# --- rate limits across processes, fail-closed routes, correlation in the web log ------------
+
+
+async def test_a_rate_limit_counts_across_both_processes(two_webs, http, settings) -> None:
+    headers = {
+        **bearer(settings, f"test|payer-{uuid.uuid4().hex[:6]}", PAYOUTS_WRITE),
+        "Idempotency-Key": uuid.uuid4().hex,
+    }
+    statuses = []
+    for i in range(12):
+        async with http.post(f"{two_webs[i % 2]}/offers/{uuid.uuid4()}/payout", headers=headers, json={}) as resp:
+            statuses.append(resp.status)
+            if resp.status == 429:
+                assert int(resp.headers["Retry-After"]) >= 1
+    # payouts allow 10 a minute per caller, whichever process answers
+    assert all(s != 429 for s in statuses[:10]), statuses
+    assert statuses[10:] == [429, 429], statuses
+
+
+async def test_metrics_need_a_permission_and_readiness_details_too(two_webs, http, settings) -> None:
+    base = two_webs[0]
+    async with http.get(f"{base}/metrics") as resp:
+        assert resp.status == 401
+    async with http.get(f"{base}/metrics", headers=bearer(settings, "test|reader", DEALS_READ)) as resp:
+        assert resp.status == 403
+    async with http.get(f"{base}/metrics", headers=bearer(settings, "test|prometheus", METRICS_READ)) as resp:
+        assert resp.status == 200 and "spacemusic_http_requests_total" in await resp.text()
+    async with http.get(f"{base}/readyz") as resp:
+        assert resp.status == 200 and await resp.json() == {"status": "ready"}
+    async with http.get(f"{base}/readyz", headers=bearer(settings, "test|prometheus", METRICS_READ)) as resp:
+        assert (await resp.json())["checks"] == {"postgres": "ok", "kafka": "ok"}
+
+
+async def test_creators_can_only_create_themselves(two_webs, http, settings) -> None:
+    own, other = str(uuid.uuid4()), str(uuid.uuid4())
+    token = mint_token(settings, f"test|creator-{own[:6]}", [CREATORS_WRITE], creator_id=own)
+    headers = {"Authorization": f"Bearer {token}"}
+    async with http.post(
+        f"{two_webs[0]}/creators", headers=headers, json={"display_name": "Not Me", "creator_id": other}
+    ) as resp:
+        assert resp.status == 403 and await error_of(resp) == "not_own_creator"
+    async with http.post(f"{two_webs[0]}/creators", headers=headers, json={"display_name": "Me"}) as resp:
+        assert resp.status == 201 and (await resp.json())["creator_id"] == own
+
+
+async def test_the_request_correlation_id_is_on_the_web_log_lines(two_webs, http, settings) -> None:
+    correlation = f"trace-{uuid.uuid4().hex}"
+    headers = {**bearer(settings, "test|ops", CREATORS_WRITE), "X-Correlation-ID": correlation}
+    async with http.post(f"{two_webs[1]}/creators", headers=headers, json={"display_name": "Traced"}) as resp:
+        assert resp.status == 201
+    log = (ARTIFACTS / "web-auth-1.log").read_text()
+    lines = [line for line in log.splitlines() if correlation in line]
+    assert any('"http_request"' in line and '"correlation_id"' in line for line in lines), lines

@@ -25,7 +25,7 @@ from web.auth.permissions import (
     rate_limit_of,
     requirement_of,
 )
-from web.auth.sessions import AUTH, AuthState, clear_session_cookie
+from web.auth.sessions import AUTH, AuthState, clear_session_cookie, shared_rate_limit
 from web.auth.tokens import AuthError, Principal
 from web.errors import json_error
 
@@ -74,7 +74,7 @@ async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamR
     structlog.contextvars.bind_contextvars(subject=principal.subject)
     limit = rate_limit_of(match_info.handler)
     if limit is not None:
-        retry_after = await limit.acquire(f"sub:{principal.subject}")
+        retry_after = await shared_rate_limit(state, limit, f"sub:{principal.subject}")
         if retry_after is not None:
             response = json_error(429, "rate_limited", f"too many {limit.bucket} requests; retry later")
             response.headers["Retry-After"] = str(retry_after)

@@ -33,11 +33,13 @@ OFFERS_WRITE = "offers:write"
 PAYOUTS_WRITE = "payouts:write"
 CREATORS_READ = "creators:read"
 CREATORS_WRITE = "creators:write"
+# Prometheus scrapes of GET /metrics (business volume is not public).
+METRICS_READ = "metrics:read"
 # Satisfies every requirement and is never creator-scoped.
 ADMIN = "admin"
 
 ALL_PERMISSIONS = frozenset(
-    {DEALS_READ, DEALS_READ_ALL, OFFERS_WRITE, PAYOUTS_WRITE, CREATORS_READ, CREATORS_WRITE, ADMIN}
+    {DEALS_READ, DEALS_READ_ALL, OFFERS_WRITE, PAYOUTS_WRITE, CREATORS_READ, CREATORS_WRITE, METRICS_READ, ADMIN}
 )
 
 PRINCIPAL = web.RequestKey("principal", Principal)
@@ -53,7 +55,6 @@ RATE_LIMIT_ATTR = "__spacemusic_rate_limit__"
 PUBLIC_ROUTES: tuple[str, ...] = (
     "/healthz",
     "/readyz",
-    "/metrics",
     "/auth/logout",
     "/admin",
     "/admin/",

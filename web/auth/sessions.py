@@ -22,6 +22,7 @@ import binascii
 import hashlib
 import hmac
 import json
+import math
 import secrets
 import time
 from collections.abc import Callable, Iterable
@@ -267,6 +268,16 @@ class AuthState:
 
 
 AUTH = web.AppKey("auth", AuthState)
+
+
+async def shared_rate_limit(state: AuthState, limit: Any, caller: str) -> int | None:
+    """A route's rate limit counted in the shared store (Postgres: every web process and
+    restart share the bucket); the in-process limiter only while the store is not up yet.
+    None when allowed, else the whole seconds to wait (``Retry-After``)."""
+    if state.store is None:
+        return await limit.acquire(caller)
+    wait = await state.store.acquire(limit.bucket, caller, limit.per_minute)
+    return None if wait is None else max(1, math.ceil(wait))
 
 
 def set_session_cookie(response: web.StreamResponse, state: AuthState, value: str, max_age: int) -> None:
