@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import uuid
 from datetime import UTC, datetime
 
@@ -72,7 +71,6 @@ async def test_events_delivered_twice_leave_the_projection_unchanged(web_client,
     marker = offer_event()
     await publisher.publish(marker)  # once this is projected, the duplicate has been handled too
     await eventually(lambda: _is(deal_status(engine, marker.offer_id), "termsheet_issued"), what="marker processed")
-    await asyncio.sleep(1)
     assert await snapshot(engine, event.offer_id) == before
 
 

@@ -10,7 +10,7 @@ from sqlalchemy import select
 from projections.tables import deal_changes
 from tests.integration.test_pipeline import post_offer
 from tests.sse import SseStream
-from tests.stack import Process, admin_headers, free_port
+from tests.stack import Process, admin_headers, eventually, free_port
 
 
 async def changes_since(engine, seq: int) -> list[int]:
@@ -44,10 +44,7 @@ async def test_reconnect_with_last_event_id_gets_exactly_what_was_missed(web_cli
             ).all()
         return sum(1 for o, s in rows if o in missed_offers and s == "valued") == 3
 
-    deadline = asyncio.get_running_loop().time() + 30
-    while not await all_valued():
-        assert asyncio.get_running_loop().time() < deadline, "offers not valued"
-        await asyncio.sleep(0.2)
+    await eventually(all_valued, timeout=30, what="offers valued")
     expected = await changes_since(engine, last_seen)
     async with web_client.session.get(url, headers={"Last-Event-ID": str(last_seen)}) as resp:
         stream = SseStream(resp)
