@@ -9,8 +9,10 @@ OpenAPI document (web/openapi.py).
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from aiohttp import web
 
@@ -39,8 +41,19 @@ from web.contract import (
     RequestModel,
     StreamQuery,
 )
+from web.openapi import openapi_document
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+async def serve_openapi(_: web.Request) -> web.Response:
+    return web.json_response(_document())
+
+
+@functools.cache
+def _document() -> dict[str, Any]:
+    return openapi_document(ROUTES)
+
 
 # Money-moving and bank-detail endpoints are rate limited per caller (per process).
 PAYOUTS = declare_rate_limit("payouts", per_minute=10)
@@ -63,6 +76,11 @@ class Route:
     body: type[RequestModel] | None = None
     query: type[QueryModel] | None = None
     headers: tuple[str, ...] = field(default=())
+    # The success answer, for the OpenAPI document.
+    ok: int = 200
+    content: str = "application/json"
+    # Statuses beyond those the declaration implies (401/403, 400/422, 404, 429).
+    errors: tuple[int, ...] = ()
 
     @property
     def public(self) -> bool:
@@ -71,33 +89,37 @@ class Route:
 
 ROUTES: tuple[Route, ...] = (
     Route("POST", "/creators", "create_creator", creators.create_creator, (CREATORS_WRITE,),
-          "Register a creator", body=CreatorIn),
+          "Register a creator", body=CreatorIn, ok=201, errors=(409,)),
     Route("GET", "/creators/{creator_id}", "show_creator", creators.show_creator, (CREATORS_READ,),
           "A creator with its (masked) payout recipients"),
     Route("POST", "/creators/{creator_id}/recipients", "add_recipient", creators.add_recipient, (CREATORS_WRITE,),
           "Add a payout recipient (bank details are encrypted, returned masked)",
-          rate_limit=RECIPIENTS, body=RecipientIn),
+          rate_limit=RECIPIENTS, body=RecipientIn, ok=201),
     Route("POST", "/offers", "create_offer", offers.create_offer, (OFFERS_WRITE,),
-          "Ask for an offer on a royalty history", body=OfferIn, headers=("X-Correlation-ID",)),
+          "Ask for an offer on a royalty history", body=OfferIn, headers=("X-Correlation-ID",), ok=202,
+          errors=(503,)),
     Route("POST", "/calculator", "calculate_offer", calculator.calculate_offer, (OFFERS_WRITE,),
           "An instant, non-binding price for a royalty history", body=CalculatorIn),
     Route("GET", "/offers/events/deals", "deals_stream", stream.deals_stream, (DEALS_READ,),
-          "Server-sent events: every deal change", ticket=True, query=StreamQuery, headers=("Last-Event-ID",)),
+          "Server-sent events: every deal change", ticket=True, query=StreamQuery, headers=("Last-Event-ID",),
+          content="text/event-stream"),
     Route("GET", "/offers/{offer_id}", "get_offer", deals.get_offer, (DEALS_READ,), "One deal"),
     Route("GET", "/offers/{offer_id}/events", "get_offer_history", deals.get_offer_history, (DEALS_READ,),
           "A deal's event history"),
     Route("GET", "/offers/{offer_id}/documents/{kind}", "get_document", documents.get_document, (DEALS_READ,),
-          "The term sheet or receipt PDF (or a presigned URL)", query=DocumentQuery),
+          "The term sheet or receipt PDF (or a presigned URL)", query=DocumentQuery,
+          content="application/pdf"),
     Route("POST", "/offers/{offer_id}/accept", "accept_offer", lifecycle.accept_offer, (OFFERS_WRITE,),
-          "Accept the term sheet", headers=("X-Correlation-ID",)),
+          "Accept the term sheet", headers=("X-Correlation-ID",), ok=202, errors=(409,)),
     Route("POST", "/offers/{offer_id}/payout", "request_payout", lifecycle.request_payout, (PAYOUTS_WRITE,),
           "Request the payout (idempotent per Idempotency-Key)", rate_limit=PAYOUTS, body=PayoutIn,
-          headers=("Idempotency-Key", "X-Correlation-ID")),
+          headers=("Idempotency-Key", "X-Correlation-ID"), ok=202, errors=(409,)),
     Route("GET", "/deals", "get_deals", deals.get_deals, (DEALS_READ,), "Deals, newest first, paginated",
           query=DealsQuery),
     Route("GET", "/healthz", "healthz", health.healthz, PUBLIC, "Liveness"),
     Route("GET", "/readyz", "readyz", health.readyz, PUBLIC, "Readiness (status only; Postgres and Kafka through the pooled clients)"),
-    Route("GET", "/metrics", "metrics", health.metrics, (METRICS_READ,), "Prometheus metrics (business volume: needs metrics:read)"),
+    Route("GET", "/metrics", "metrics", health.metrics, (METRICS_READ,), "Prometheus metrics (business volume: needs metrics:read)", content="text/plain"),
+    Route("GET", "/openapi.json", "openapi", serve_openapi, PUBLIC, "This document"),
 )  # fmt: skip
 
 
