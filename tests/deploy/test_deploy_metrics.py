@@ -1,0 +1,97 @@
+"""The metrics the deployment needs, measured against the real stack: consumer lag from
+Kafka's offsets, parked payouts from the payouts table."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime, timedelta
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka.structs import TopicPartition
+from sqlalchemy import delete, insert
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from infra.consumer_lag import ConsumerLagExporter, compute_lag
+from infra.metrics import CONSUMER_LAG, PAYOUTS_PARKED, PAYOUTS_PARKED_OLDEST_AGE
+from infra.settings import Settings
+from state.payout_metrics import PARKED_PHASES, export, parked_payouts
+from state.tables import payouts
+
+
+def test_compute_lag() -> None:
+    a, b, c = TopicPartition("t", 0), TopicPartition("t", 1), TopicPartition("t", 2)
+    # committed 3 of 10; never committed (from the log start 4); committed past a stale end.
+    assert compute_lag({a: 3, b: -1, c: 9}, {a: 0, b: 4, c: 0}, {a: 10, b: 10, c: 8}) == {a: 7, b: 6, c: 0}
+
+
+async def test_consumer_lag_follows_commits(settings: Settings) -> None:
+    topic = settings.topic("offer.created")
+    group = settings.consumer_group(f"lagtest-{uuid.uuid4().hex[:6]}")
+    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap_servers)
+    await producer.start()
+    try:
+        for i in range(6):
+            await producer.send_and_wait(topic, f"m{i}".encode(), partition=i % 3)
+    finally:
+        await producer.stop()
+    exporter = ConsumerLagExporter(settings.kafka_bootstrap_servers, group, [topic])
+    try:
+        before = await exporter.collect()
+        assert sum(before.values()) >= 6 and len(before) == settings.topic_partitions
+        # The group commits the end of partition 0: its lag drops to 0, the others stay.
+        consumer = AIOKafkaConsumer(
+            bootstrap_servers=settings.kafka_bootstrap_servers, group_id=group, enable_auto_commit=False
+        )
+        await consumer.start()
+        try:
+            p0 = TopicPartition(topic, 0)
+            consumer.assign([p0])  # commit needs an assignment; no group join
+            end = (await consumer.end_offsets([p0]))[p0]
+            await consumer.commit({p0: end})
+        finally:
+            await consumer.stop()
+        after = await exporter.collect()
+        assert after[p0] == 0
+        assert {tp: v for tp, v in after.items() if tp != p0} == {tp: v for tp, v in before.items() if tp != p0}
+        sample = CONSUMER_LAG.labels(group=group, topic=topic, partition="1")._value.get()
+        assert sample == after[TopicPartition(topic, 1)]
+    finally:
+        await exporter.stop()
+
+
+async def test_parked_payouts_counts_unknown_phases_and_the_oldest(engine: AsyncEngine) -> None:
+    now = datetime.now(UTC)
+    rows = [
+        ("stripe_unknown", now - timedelta(minutes=90)),
+        ("stripe_unknown", now - timedelta(minutes=5)),
+        ("wise_unknown", now - timedelta(minutes=20)),
+        ("succeeded", now - timedelta(days=3)),  # old but done: not parked
+    ]
+    ids = [str(uuid.uuid4()) for _ in rows]
+    async with engine.begin() as conn:
+        for payout_id, (phase, updated_at) in zip(ids, rows, strict=True):
+            await conn.execute(
+                insert(payouts).values(
+                    payout_id=payout_id,
+                    offer_id=str(uuid.uuid4()),
+                    creator_id=str(uuid.uuid4()),
+                    recipient_id=str(uuid.uuid4()),
+                    amount_minor=1000,
+                    currency="EUR",
+                    phase=phase,
+                    requested_event_id=str(uuid.uuid4()),
+                    correlation_id="deploy-metrics-test",
+                    updated_at=updated_at,
+                )
+            )
+    try:
+        parked = await parked_payouts(engine)
+        assert parked.by_phase["stripe_unknown"] >= 2 and parked.by_phase["wise_unknown"] >= 1
+        assert set(parked.by_phase) == set(PARKED_PHASES)
+        assert 89 * 60 < parked.oldest_age_seconds < 24 * 3600
+        export(parked)
+        assert PAYOUTS_PARKED.labels(phase="stripe_unknown")._value.get() == parked.by_phase["stripe_unknown"]
+        assert PAYOUTS_PARKED_OLDEST_AGE._value.get() == parked.oldest_age_seconds
+    finally:
+        async with engine.begin() as conn:
+            await conn.execute(delete(payouts).where(payouts.c.payout_id.in_(ids)))
