@@ -99,25 +99,25 @@ def _success(route: Route) -> dict[str, Any]:
     return {"description": route.summary, "content": content}
 
 
-def _operation(route: Route) -> dict[str, Any]:
-    names = _PARAM.findall(route.path)
+def _parameters(route: Route) -> list[dict[str, Any]]:
     parameters: list[dict[str, Any]] = [
-        {"name": n, "in": "path", "required": True, "schema": _PATH_SCHEMAS.get(n, {"type": "string"})} for n in names
+        {"name": n, "in": "path", "required": True, "schema": _PATH_SCHEMAS.get(n, {"type": "string"})}
+        for n in _PARAM.findall(route.path)
     ]
     if route.query is not None:
         parameters += _query_parameters(route.query)
     for header in route.headers:
         required, description = _HEADERS[header]
+        schema = {"type": "string"}
         parameters.append(
-            {
-                "name": header,
-                "in": "header",
-                "required": required,
-                "description": description,
-                "schema": {"type": "string"},
-            }
+            {"name": header, "in": "header", "required": required, "description": description, "schema": schema}
         )
-    errors = set()
+    return parameters
+
+
+def _error_statuses(route: Route) -> list[int]:
+    names = _PARAM.findall(route.path)
+    errors = set(route.errors)
     if not route.public:
         errors |= {401, 403}
     if route.body is not None:
@@ -128,17 +128,21 @@ def _operation(route: Route) -> dict[str, Any]:
         errors.add(404)
     if route.rate_limit is not None:
         errors.add(429)
-    errors |= set(route.errors)
+    return sorted(errors)
+
+
+def _operation(route: Route) -> dict[str, Any]:
     operation: dict[str, Any] = {
         "operationId": route.name,
         "summary": route.summary,
         "security": _security(route),
-        "responses": {str(route.ok): _success(route), **{str(s): _error(s) for s in sorted(errors)}},
+        "responses": {str(route.ok): _success(route), **{str(s): _error(s) for s in _error_statuses(route)}},
     }
     if route.permissions:
         operation["x-permissions"] = list(route.permissions)
     if route.rate_limit is not None:
         operation["x-rate-limit"] = {"bucket": route.rate_limit.bucket, "per_minute": route.rate_limit.per_minute}
+    parameters = _parameters(route)
     if parameters:
         operation["parameters"] = parameters
     if route.body is not None:
