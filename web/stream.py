@@ -18,6 +18,7 @@ from aiohttp_sse import EventSourceResponse
 from infra.metrics import SSE_CLIENTS, SSE_EVENTS_SENT
 from projections.queries import changes_after
 from web.auth.permissions import CREATOR_SCOPE
+from web.contract import MAX_SEQ
 from web.keys import ENGINE, FEED, SETTINGS
 
 BACKFILL_BATCH = 500
@@ -33,6 +34,8 @@ def _start_seq(request: web.Request, head: int) -> int:
         raise web.HTTPBadRequest(text="Last-Event-ID must be a change sequence number") from exc
     if value < 0:
         raise web.HTTPBadRequest(text="Last-Event-ID must not be negative")
+    if value > MAX_SEQ:
+        raise web.HTTPBadRequest(text="Last-Event-ID is not a change sequence (too large)")
     return value
 
 
@@ -59,26 +62,7 @@ async def deals_stream(request: web.Request) -> web.StreamResponse:
         await resp.prepare(request)
         await resp.send(json.dumps({"head": feed.head, "resume_from": last}), event="ready")
         last = await _backfill(resp, engine, last, creator)
-        while resp.is_connected():
-            try:
-                # Bounded wait, so a client that left while nothing changed is noticed
-                # (the heartbeat fails) and its subscription released.
-                change = await asyncio.wait_for(subscription.queue.get(), timeout=heartbeat)
-            except TimeoutError:
-                continue
-            if change is None:
-                break
-            if subscription.overflowed:
-                subscription.overflowed = False
-                while not subscription.queue.empty():
-                    subscription.queue.get_nowait()
-                last = await _backfill(resp, engine, last, creator)
-                continue
-            if change["seq"] <= last:
-                continue
-            last = change["seq"]
-            if creator is None or change["deal"].get("creator_id") == creator:
-                await _send(resp, change)
+        await _relay(resp, subscription, engine, last, creator, heartbeat)
     except (ConnectionResetError, ConnectionError):
         pass  # the client went away; nothing to answer
     finally:
@@ -89,6 +73,33 @@ async def deals_stream(request: web.Request) -> web.StreamResponse:
             with contextlib.suppress(Exception):
                 await resp.wait()
     return resp
+
+
+async def _relay(
+    resp: EventSourceResponse, subscription: Any, engine: Any, last: int, creator: str | None, heartbeat: float
+) -> None:
+    """Live changes from the feed until the client leaves or the feed stops; after an
+    overflow the gap is served from Postgres again."""
+    while resp.is_connected():
+        try:
+            # Bounded wait, so a client that left while nothing changed is noticed
+            # (the heartbeat fails) and its subscription released.
+            change = await asyncio.wait_for(subscription.queue.get(), timeout=heartbeat)
+        except TimeoutError:
+            continue
+        if change is None:
+            return
+        if subscription.overflowed:
+            subscription.overflowed = False
+            while not subscription.queue.empty():
+                subscription.queue.get_nowait()
+            last = await _backfill(resp, engine, last, creator)
+            continue
+        if change["seq"] <= last:
+            continue
+        last = change["seq"]
+        if creator is None or change["deal"].get("creator_id") == creator:
+            await _send(resp, change)
 
 
 async def _backfill(resp: EventSourceResponse, engine: Any, last: int, creator: str | None) -> int:
