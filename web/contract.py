@@ -26,6 +26,9 @@ from models.pricing import month_index
 MAX_HISTORY_MONTHS = 600
 MAX_AMOUNT_MINOR = 10**15
 MAX_PAGE = 200
+# Change sequences and cursors are Postgres bigints: anything larger is refused as input
+# (it would otherwise overflow in the query and answer 500).
+MAX_SEQ = 2**63 - 1
 Problem = dict[str, str]
 
 
@@ -226,7 +229,7 @@ class DealsQuery(QueryModel):
     status: DealStatus | None = None
     creator_id: Uuid | None = None
     limit: Annotated[int, Field(ge=1, le=MAX_PAGE)] = 50
-    cursor: int | None = None
+    cursor: Annotated[int | None, Field(ge=0, le=MAX_SEQ)] = None
 
 
 class DocumentQuery(QueryModel):
@@ -240,7 +243,7 @@ class StreamQuery(QueryModel):
     send a header); ``last_event_id`` resumes like the ``Last-Event-ID`` header."""
 
     ticket: str | None = None
-    last_event_id: Annotated[int | None, Field(ge=0)] = None
+    last_event_id: Annotated[int | None, Field(ge=0, le=MAX_SEQ)] = None
 
 
 # --- answers (the error shape; success bodies are documented per route) ---------------------

@@ -100,7 +100,8 @@ class SignedPrincipalCodec:
 
     def load(self, value: str, *, now: float | None = None) -> Grant:
         invalid = AuthError(f"invalid_{self._kind}", f"the {self._kind} is invalid")
-        if not isinstance(value, str) or not value or len(value) > MAX_SIGNED_CHARS:
+        if not isinstance(value, str) or not value or len(value) > MAX_SIGNED_CHARS or not value.isascii():
+            # Non-ASCII can never be ours (and would make the HMAC comparison raise: a 500).
             raise invalid
         parts = value.split(".")
         if len(parts) != 3 or parts[0] != _VERSION:
