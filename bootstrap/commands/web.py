@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import errno
 import os
 
 import click
@@ -16,6 +17,12 @@ from web.app import create_app
 log = get_logger(__name__)
 
 
+def _port_error(variable: str, host: str, port: int, exc: OSError) -> str:
+    if exc.errno == errno.EADDRINUSE:
+        return f"{variable}: {host}:{port} is already in use (another process listens there); choose a free port"
+    return f"{variable}: cannot listen on {host}:{port}: {exc.strerror or exc}"
+
+
 @click.command("web")
 @click.option("--host", default=None, help="Bind address (default WEB_HOST, 127.0.0.1).")
 @click.option("--port", type=int, default=None, help="Port (default WEB_PORT, 8080).")
@@ -25,14 +32,21 @@ def web_command(host: str | None, port: int | None) -> None:
     run(wait_for_dependencies(settings))
     loop = _event_loop()
     log.info("web_starting", host=host or settings.web_host, port=port or settings.web_port, event_loop=loop)
-    web.run_app(
-        create_app(settings),
-        host=host or settings.web_host,
-        port=port or settings.web_port,
-        access_log=None,
-        print=None,
-        shutdown_timeout=5,
-    )
+    try:
+        web.run_app(
+            create_app(settings),
+            host=host or settings.web_host,
+            port=port or settings.web_port,
+            access_log=None,
+            print=None,
+            shutdown_timeout=5,
+        )
+    except OSError as exc:  # the bind: one clear line instead of a traceback
+        if exc.errno not in (errno.EADDRINUSE, errno.EACCES, errno.EADDRNOTAVAIL):
+            raise
+        raise click.ClickException(
+            _port_error("WEB_PORT", host or settings.web_host, port or settings.web_port, exc)
+        ) from None
 
 
 def _event_loop() -> str:

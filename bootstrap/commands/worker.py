@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import errno
 import threading
 import time
 from datetime import UTC, datetime
@@ -25,6 +26,13 @@ from state.payout_metrics import export as export_parked_payouts
 from state.payout_metrics import parked_payouts
 
 log = get_logger(__name__)
+
+
+def _port_error(variable: str, host: str, port: int, exc: OSError) -> str:
+    if exc.errno == errno.EADDRINUSE:
+        return f"{variable}: {host}:{port} is already in use (another process listens there); choose a free port"
+    return f"{variable}: cannot listen on {host}:{port}: {exc.strerror or exc}"
+
 
 # The Faust event loop beats this often; /healthz fails once it has missed STALL_AFTER
 # seconds of beats, so a wedged loop (a blocking call, a deadlock) gets the pod restarted.
@@ -187,7 +195,12 @@ def worker(loglevel: str, role: str) -> None:
     health = WorkerHealth()
     if settings.metrics_port:
         # Listening before the dependency wait so the startup probe sees a live process.
-        serve_probes(health, settings.metrics_host, settings.metrics_port)
+        try:
+            serve_probes(health, settings.metrics_host, settings.metrics_port)
+        except OSError as exc:  # one clear line instead of a traceback (e.g. the port is taken)
+            raise click.ClickException(
+                _port_error("METRICS_PORT", settings.metrics_host, settings.metrics_port, exc)
+            ) from None
         log.info("metrics_listening", host=settings.metrics_host, port=settings.metrics_port)
     run(wait_for_dependencies(settings))
     app = create_app(settings, role)
