@@ -111,6 +111,15 @@ class _OutageLog:
             )
 
 
+def _matcher(
+    retry_on: tuple[type[BaseException], ...] | Callable[[BaseException], bool],
+) -> Callable[[BaseException], bool]:
+    if isinstance(retry_on, tuple):
+        kinds = retry_on
+        return lambda exc: isinstance(exc, kinds)
+    return retry_on
+
+
 def retrying(
     policy: RetryPolicy,
     *,
@@ -130,14 +139,12 @@ def retrying(
         stops.append(stop_after_attempt(policy.max_attempts))
     if deadline_seconds is not None:
         stops.append(stop_after_delay(deadline_seconds))
-    predicate = retry_on if callable(retry_on) and not isinstance(retry_on, tuple) else None
-    kinds = retry_on if isinstance(retry_on, tuple) else ()
     outage = _OutageLog(what, policy, fields)
     options: dict[str, Any] = {}
     if sleep is not None:
         options["sleep"] = sleep
     retrying_ = AsyncRetrying(
-        retry=retry_if_exception(predicate if predicate is not None else (lambda exc: isinstance(exc, kinds))),
+        retry=retry_if_exception(_matcher(retry_on)),
         wait=_Wait(policy, wait_hint),
         stop=stop_any(*stops) if stops else stop_never,
         before_sleep=outage.before_sleep,
@@ -158,13 +165,27 @@ async def retry(
     wait_hint: Callable[[BaseException], float | None] | None = None,
     **fields: Any,
 ) -> T:
-    """Await ``call()`` until it succeeds under ``policy`` (the last error when it gives up)."""
+    """Await ``call()`` until it succeeds under ``policy`` (the last error when it gives up).
+
+    The first attempt runs without any retry machinery (it is on the hot path of every
+    decode and publish); only a retryable failure hands over to tenacity, which counts that
+    failure as its first attempt."""
+    try:
+        return await call()
+    except Exception as exc:
+        if not _matcher(retry_on)(exc):
+            raise
+        first_failure: Exception | None = exc
     controller = retrying(
         policy, what=what, retry_on=retry_on, deadline_seconds=deadline_seconds, wait_hint=wait_hint, **fields
     )
 
     async def attempt() -> T:
         # A coroutine function, so tenacity awaits it (it calls a plain lambda synchronously).
+        nonlocal first_failure
+        if first_failure is not None:
+            failure, first_failure = first_failure, None
+            raise failure
         return await call()
 
     result: T = await controller(attempt)
