@@ -132,6 +132,13 @@ class ReadPlan:
         return tuple(r for r in self.ranges if r.topic == topic)
 
 
+def _headers(raw: Any) -> Headers:
+    # aiokafka hands over (str, bytes) pairs already; only a None value needs replacing.
+    if not raw:
+        return ()
+    return tuple(raw) if all(v is not None for _, v in raw) else tuple((k, v or b"") for k, v in raw)
+
+
 def to_millis(moment: datetime) -> int:
     """Kafka timestamps are epoch milliseconds; a naive datetime is taken as UTC."""
     aware = moment if moment.tzinfo else moment.replace(tzinfo=UTC)
@@ -336,7 +343,7 @@ class TopicReader:
                             key=m.key,
                             value=m.value,
                             timestamp_ms=m.timestamp,
-                            headers=tuple((k, bytes(v) if v is not None else b"") for k, v in (m.headers or ())),
+                            headers=_headers(m.headers),
                         )
                     )
             if batch:
