@@ -106,6 +106,9 @@ class Settings(BaseSettings):
     session_check_seconds: float = 5.0  # how often an open SSE stream re-checks its session
     flags_file: Path = REPO_ROOT / "infra" / "local" / "flags.json"
     launchdarkly_sdk_key: SecretStr = SecretStr("")
+    backup_bucket: str = "spacemusic-backups"  # `spacemusic backup` / `restore` (S3)
+    backup_retry_seconds: float = 120.0  # how long backup/restore wait out an S3 outage
+    pg_bin_dir: str = ""  # where pg_dump/pg_restore live; empty: PATH, then /usr/lib/postgresql/*/bin
 
     @classmethod
     def settings_customise_sources(
