@@ -155,9 +155,17 @@ def probe_url(container: dict[str, Any], probe: str) -> str:
     return f"http://127.0.0.1:{port}{get['path']}"
 
 
-def http_get(url: str) -> tuple[int, str]:
+def metrics_token(env: dict[str, str]) -> dict[str, str]:
+    """A dev-IdP token with metrics:read, minted from the same settings the process has."""
+    from infra.settings import Settings
+    from web.auth import mint_token
+
+    return {"Authorization": f"Bearer {mint_token(Settings.from_env(env), 'deploy-test', ['metrics:read'])}"}
+
+
+def http_get(url: str, headers: dict[str, str] | None = None) -> tuple[int, str]:
     try:
-        with urllib.request.urlopen(url, timeout=5) as response:
+        with urllib.request.urlopen(urllib.request.Request(url, headers=headers or {}), timeout=5) as response:
             return response.status, response.read().decode(errors="replace")
     except urllib.error.HTTPError as exc:
         return exc.code, exc.read().decode(errors="replace")
@@ -229,20 +237,25 @@ def test_deployment_answers_its_probes(chart: dict[str, Any], component: str) ->
     # Ordered after the Job (pytest runs tests in file order): the Job has migrated.
     template = chart["pods"][f"Deployment/sm-spacemusic-{component}"]
     (container,) = template["spec"]["containers"]
-    proc, log = start(component, command_line(container), container_env(chart, container))
+    env = container_env(chart, container)
+    proc, log = start(component, command_line(container), env)
     try:
         startup = container["startupProbe"]
         budget = min(180, startup["periodSeconds"] * startup["failureThreshold"])
         wait_ok(probe_url(container, "startupProbe"), budget, proc, log)
         wait_ok(probe_url(container, "readinessProbe"), 120, proc, log)
         assert http_get(probe_url(container, "livenessProbe"))[0] == 200
-        port = probe_url(container, "readinessProbe").split(":")[2].split("/")[0]
+        # Prometheus scrapes a port named "metrics" where the container has one; the web's
+        # API port serves /metrics only with a metrics:read token.
+        ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+        port = ports.get("metrics") or ports["http"]
+        headers = {} if "metrics" in ports else metrics_token(env)
         # The gauges this issue added carry samples (not just a declaration) in the
         # processes that compute them; they are measured at start, then periodically.
         needle = {"worker-pipeline": "spacemusic_consumer_lag{", "worker-payouts": "spacemusic_payouts_parked{"}
         deadline = time.monotonic() + 30
         while True:
-            status, exposition = http_get(f"http://127.0.0.1:{port}/metrics")
+            status, exposition = http_get(f"http://127.0.0.1:{port}/metrics", headers)
             assert status == 200
             if needle.get(component, "") in exposition or time.monotonic() > deadline:
                 break
