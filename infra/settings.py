@@ -67,6 +67,8 @@ class Settings(BaseSettings):
     log_level: str = "INFO"
     metrics_host: str = "127.0.0.1"
     metrics_port: int = 0  # the worker's Prometheus endpoint; 0 = off
+    # The web's own listener for /metrics and detailed /readyz (kept off the API port); 0 = off
+    web_metrics_port: int = 0
     startup_retry_seconds: float = 300.0
     s3_endpoint_url: str | None = None
     s3_bucket: str = "spacemusic-documents"

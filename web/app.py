@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import functools
+from collections.abc import AsyncIterator, Callable
 
 from aiohttp import web
 
@@ -12,7 +13,7 @@ from infra.db import create_engine
 from infra.documents import DocumentStore
 from infra.kafka import EventPublisher
 from infra.settings import Settings
-from web import calculator
+from web import calculator, health
 from web.admin import setup_admin
 from web.auth import auth_middleware, setup_auth
 from web.feed import DealChangeFeed
@@ -54,6 +55,28 @@ async def _feed(app: web.Application) -> AsyncIterator[None]:
     await feed.stop()
 
 
+def _metrics_listener(app: web.Application) -> Callable[[web.Application], AsyncIterator[None]]:
+    """/metrics and detailed /readyz on METRICS_HOST:WEB_METRICS_PORT, a port the API's
+    ingress never routes to (Prometheus and the kubelet reach it inside the cluster)."""
+
+    async def listener(_: web.Application) -> AsyncIterator[None]:
+        settings = app[SETTINGS]
+        if not settings.web_metrics_port:
+            yield
+            return
+        side = web.Application()
+        side.router.add_get("/metrics", health.metrics)
+        side.router.add_get("/readyz", functools.partial(health.readyz_details, app))
+        side.router.add_get("/healthz", health.healthz)
+        runner = web.AppRunner(side, access_log=None)
+        await runner.setup()
+        await web.TCPSite(runner, settings.metrics_host, settings.web_metrics_port).start()
+        yield
+        await runner.cleanup()
+
+    return listener
+
+
 def create_app(settings: Settings) -> web.Application:
     # Middleware order matters: request context (ids, access log) wraps everything, then
     # authentication (and rate limits), then the translation of errors into JSON bodies.
@@ -61,7 +84,7 @@ def create_app(settings: Settings) -> web.Application:
     app[SETTINGS] = settings
     app[VAULT] = RecipientVault.from_settings(settings)
     setup_auth(app, settings, public_routes=public_paths())
-    app.cleanup_ctx.extend([_database, _kafka, _documents, _feed, calculator.flags_ctx])
+    app.cleanup_ctx.extend([_database, _kafka, _documents, _feed, calculator.flags_ctx, _metrics_listener(app)])
     add_routes(app)
     setup_admin(app)
     return app

@@ -79,5 +79,13 @@ async def readyz(request: web.Request) -> web.Response:
     return web.json_response(body, status=200 if ready else 503)
 
 
+async def readyz_details(app: web.Application, _: web.Request) -> web.Response:
+    """The metrics listener's /readyz: every check, by name (no credential on that port)."""
+    checks = await _checks(app)
+    ready = all(v == "ok" for v in checks.values())
+    status = "ready" if ready else "not_ready"
+    return web.json_response({"status": status, "checks": checks}, status=200 if ready else 503)
+
+
 async def metrics(_: web.Request) -> web.Response:
     return web.Response(body=generate_latest(), headers={"Content-Type": CONTENT_TYPE_LATEST})
