@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import sys
 from pathlib import Path
 
 import yaml
@@ -15,6 +16,7 @@ from tests.deploy.support import (
     analysis_queries,
     dashboard_queries,
     for_promtool,
+    kubeconform,
     metric_names_in,
     rule_groups,
     run,
@@ -126,3 +128,11 @@ def test_external_metrics_are_documented() -> None:
     deploy_doc = (PROMETHEUS.parents[2] / "docs" / "deploy.md").read_text()
     for name in EXTERNAL_METRICS:
         assert f"`{name}`" in deploy_doc, name
+
+
+def test_rules_as_prometheusrule_resources_validate(tmp_path: Path) -> None:
+    out = run(sys.executable, str(PROMETHEUS / "to_prometheusrule.py"))
+    manifest = tmp_path / "prometheusrules.yaml"
+    manifest.write_text(out.stdout)
+    results = kubeconform([manifest])
+    assert [r["kind"] for r in results] == ["PrometheusRule"] * len(list((PROMETHEUS / "rules").glob("*.yml")))
