@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 LOAD_ENV := source infra/local/load-env.sh;
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: help install stack-up stack-down stack-status stack-reset setup run worker web simulate test test-unit test-js lint schema-gate bench loadtest clean
+.PHONY: help install stack-up stack-down stack-status stack-reset setup run worker web simulate test test-unit test-js lint schema-gate bench loadtest clean soak-payouts
 
 help: ## List the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-13s %s\n", $$1, $$2}'
@@ -59,6 +59,10 @@ schema-gate: ## Every schema/ file BACKWARD compatible with its released version
 
 bench: setup ## Benchmarks under bench/ (print their figures)
 	@$(LOAD_ENV) for b in bench/*.py; do $(BIN)/python $$b || exit 1; done
+
+SOAK_ARGS ?= --payouts 1000
+soak-payouts: setup ## Randomised payout fault soak (1,000 payouts; prints duplicates/lost/parked, ledger, reconcile)
+	@$(LOAD_ENV) $(BIN)/python -m bench.soak_payouts $(SOAK_ARGS)
 
 LOADTEST_ARGS ?= --rate 200 --duration 30s
 loadtest: setup ## Locust against the local stack + SLO gate (LOADTEST_ARGS="--rate 1000 --duration 10m --p95-ms 50")

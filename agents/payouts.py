@@ -1,22 +1,35 @@
 """Payouts agent (concurrency 1): ``offer.payout.requested`` -> provider transfer(s) ->
-ledger -> ``offer.payout.completed``.
+ledger -> ``offer.payout.completed``, plus the background resolver for parked payouts.
 
-The decisions live in ``models.payout`` (pure); this module only performs them, recording
-each phase in Postgres before the next provider call. A redelivered request, or a worker
-restarted after being killed at any point, resumes from the recorded phase: a transfer
-that may have happened is looked up before anything else is tried, Wise is only tried
-after a definite Stripe refusal, and the database admits at most one successful attempt.
+The decisions live in ``models.payout`` (pure); this module only performs them:
+
+- **One driver.** A payout is driven only by whoever holds its advisory lock
+  (``state.payouts.driver_lock``); a second worker (the ``all`` role beside ``--role
+  payouts``, or a rebalance) that receives the same request finds the lock taken and moves
+  on. Every phase change is compare-and-set, and terminal phases are immutable in the
+  database, so even a driver without the lock could not overwrite a recorded outcome.
+- **Ambiguity is resolved, never guessed.** An unknown answer is followed by a lookup;
+  "not found" leads to the same request under the same idempotency key, and to a fresh
+  Stripe key only once the settle window has passed (``models.payout.after_not_found``).
+- **Unknown never blocks.** After a couple of lookups the payout is parked (its own phase)
+  and the handler returns, so the partition moves on; the resolver keeps asking with
+  backoff (``infra.retry.PROVIDER_AMBIGUITY``'s schedule), adopts payouts a crashed worker
+  left half-way, and publishes outcomes a crash left unpublished. A later payout of the
+  same deal waits behind an unfinished one (per-deal sequencing); other deals flow.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import time
 import uuid
-from datetime import UTC, datetime
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from sqlalchemy import func
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from agents.consume import Consumer, RawMessage, from_faust
@@ -32,23 +45,37 @@ from infra.providers.base import (
     TransferStatus,
     WiseDestination,
 )
+from infra.providers.stripe import idempotency_key as stripe_idempotency_key
+from infra.providers.wise import customer_transaction_id
+from infra.retry import PROVIDER_AMBIGUITY, RetryPolicy
 from models.events import Event, PayoutCompleted, PayoutRequested, PayoutStatus
 from models.events import PayoutProvider as ProviderName
 from models.ledger import payout_posting
-from models.payout import Action, PayoutPhase, ProviderVerdict, after, next_action
+from models.payout import (
+    TERMINAL,
+    UNKNOWN,
+    Action,
+    NotFoundMove,
+    PayoutPhase,
+    ProviderVerdict,
+    after,
+    after_not_found,
+    next_action,
+    provider_of,
+)
 from projections.queries import offer_pricing
 from state import payouts as store
 from state.creators import get_recipient
 from state.ledger import post
+from state.provider_objects import SqlProviderObjects
+from state.tables import payouts as payouts_table
 
 AGENT = "payouts"
 log = get_logger(__name__)
 _COMPLETED_NS = uuid.UUID("a3c1e7d4-8b52-5f0e-9c61-2d7b4e8f0a13")
 _LEDGER_NS = uuid.UUID("4e2a9b71-0c3d-5e8f-a1b2-c3d4e5f60718")
-
-
-class ProviderOutcomeUnknown(ConnectionError):
-    """A provider could not tell us whether money moved; retried later, never guessed."""
+# The handler's own short pauses between lookups before it parks a payout.
+INLINE_AMBIGUITY = RetryPolicy("provider_ambiguity_inline", 0.5, 2.0)
 
 
 def verdict_of(result: TransferResult | None) -> ProviderVerdict:
@@ -61,6 +88,10 @@ def verdict_of(result: TransferResult | None) -> ProviderVerdict:
     return ProviderVerdict.UNKNOWN
 
 
+def ledger_transaction_id(payout_id: str) -> str:
+    return str(uuid.uuid5(_LEDGER_NS, payout_id))
+
+
 class PayoutRunner:
     def __init__(
         self,
@@ -70,43 +101,71 @@ class PayoutRunner:
         stripe: PayoutProvider | None,
         wise: PayoutProvider | None,
         *,
-        max_unknown_rounds: int = 4,
-        unknown_backoff_seconds: float = 1.0,
+        settle_seconds: float = 900.0,
+        inline_unknown_rounds: int = 2,
+        resolve_policy: RetryPolicy = PROVIDER_AMBIGUITY,
+        resolver_poll_seconds: float = 1.0,
+        driver: str | None = None,
+        checkpoint: Callable[[str, str], None] | None = None,
     ) -> None:
         self._engine = engine
         self._publisher = publisher
         self._vault = vault
         self._providers = {"STRIPE": stripe, "WISE": wise}
-        self._max_unknown_rounds = max_unknown_rounds
-        self._backoff = unknown_backoff_seconds
+        self._settle = settle_seconds
+        self._inline_rounds = inline_unknown_rounds
+        self._resolve_policy = resolve_policy
+        self._poll = resolver_poll_seconds
+        self.driver = driver or f"payouts-{uuid.uuid4().hex[:12]}"
+        # Called after every committed phase ("after:<phase>") and every provider answer
+        # ("after_call:<PROVIDER>"); the crash tests raise from it to die at that boundary.
+        self._checkpoint = checkpoint or (lambda _where, _payout_id: None)
+        objects = getattr(wise, "objects", None)
+        if wise is not None and objects is not None and not isinstance(objects, SqlProviderObjects):
+            # Wise objects are created once and found again by any worker: keep them in Postgres.
+            wise.objects = SqlProviderObjects(engine, "WISE")  # type: ignore[attr-defined]
+
+    # ------------------------------------------------------------------ the consumer side
 
     async def handle(self, requested: PayoutRequested) -> None:
         started = time.monotonic()
-        async with self._engine.begin() as conn:
-            row = await store.get_payout(conn, requested.payout_id, lock=True)
-            if row is None:
-                refusal = await self._refusal(conn, requested)
-                await store.insert_payout(
-                    conn,
-                    payout_id=requested.payout_id,
-                    offer_id=requested.offer_id,
-                    creator_id=requested.creator_id,
-                    recipient_id=requested.recipient_id,
-                    amount_minor=requested.amount_minor,
-                    currency=requested.currency,
-                    phase=PayoutPhase.FAILED if refusal else PayoutPhase.INTENT,
-                    provider=ProviderName.NONE.value if refusal else None,
-                    failure_reason=refusal,
-                    requested_event_id=requested.event_id,
-                    correlation_id=requested.correlation_id,
-                    completed_at=datetime.now(UTC) if refusal else None,
-                )
-                if refusal:
-                    APP_ERRORS.labels(component=AGENT, reason=refusal).inc()
-                    log.warning("payout_refused", payout_id=requested.payout_id, reason=refusal)
-        final = await self._drive(requested.payout_id)
-        await self._publish_outcome(final, requested)
-        PAYOUT_DURATION.labels(outcome=final["phase"]).observe(time.monotonic() - started)
+        async with store.driver_lock(self._engine, requested.payout_id) as mine:
+            if not mine:
+                # Another worker drives this payout right now; it publishes the outcome.
+                log.info("payout_driven_elsewhere", payout_id=requested.payout_id)
+                return
+            async with self._engine.begin() as conn:
+                row = await store.get_payout(conn, requested.payout_id)
+                if row is None:
+                    refusal = await self._refusal(conn, requested)
+                    await store.insert_payout(
+                        conn,
+                        payout_id=requested.payout_id,
+                        offer_id=requested.offer_id,
+                        creator_id=requested.creator_id,
+                        recipient_id=requested.recipient_id,
+                        amount_minor=requested.amount_minor,
+                        currency=requested.currency,
+                        phase=PayoutPhase.FAILED if refusal else PayoutPhase.INTENT,
+                        provider=ProviderName.NONE.value if refusal else None,
+                        failure_reason=refusal,
+                        requested_event_id=requested.event_id,
+                        correlation_id=requested.correlation_id,
+                        completed_at=datetime.now(UTC) if refusal else None,
+                        driver=self.driver,
+                    )
+                    if refusal:
+                        APP_ERRORS.labels(component=AGENT, reason=refusal).inc()
+                        log.warning("payout_refused", payout_id=requested.payout_id, reason=refusal)
+                    created = True
+                else:
+                    created = False
+            if created:
+                self._checkpoint(f"after:{PayoutPhase.FAILED if refusal else PayoutPhase.INTENT}", requested.payout_id)
+            final = await self._drive_safely(requested.payout_id, self._inline_rounds)
+        if final is not None and PayoutPhase(final["phase"]) in TERMINAL:
+            await self._publish_outcome(final)
+            PAYOUT_DURATION.labels(outcome=final["phase"]).observe(time.monotonic() - started)
 
     async def _refusal(self, conn: Any, requested: PayoutRequested) -> str | None:
         offer = await offer_pricing(conn, requested.offer_id)
@@ -122,41 +181,144 @@ class PayoutRunner:
             return "recipient_not_found"
         return None
 
-    async def _drive(self, payout_id: str) -> dict[str, Any]:
-        unknown_rounds = 0
+    # ------------------------------------------------------------------ the resolver
+
+    async def resolve_forever(self) -> None:
+        """Background task of the payouts worker: resolve what is due, then sleep a little."""
+        log.info("payout_resolver_started", driver=self.driver)
+        while True:
+            try:
+                await self.resolve_due()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # a database blink: log it, try again next round
+                log.warning("payout_resolver_failed", error=type(exc).__name__, detail=str(exc)[:300])
+            await asyncio.sleep(self._poll)
+
+    async def resolve_due(self) -> int:
+        """One pass: every parked payout whose check is due, every orphan, every unpublished
+        outcome. Returns how many payouts it drove."""
+        async with self._engine.connect() as conn:
+            due = await store.due_for_resolver(conn)
+        driven = 0
+        for payout_id in due:
+            async with store.driver_lock(self._engine, payout_id) as mine:
+                if not mine:
+                    continue
+                final = await self._drive_safely(payout_id, 0)
+            if final is None:
+                continue
+            driven += 1
+            if PayoutPhase(final["phase"]) in TERMINAL:
+                await self._publish_outcome(final)
+        return driven
+
+    # ------------------------------------------------------------------ driving
+
+    async def _drive_safely(self, payout_id: str, rounds_budget: int) -> dict[str, Any] | None:
+        try:
+            return await self._drive(payout_id, rounds_budget)
+        except store.PhaseConflict as conflict:
+            # Somebody else recorded a phase first; what they recorded stands.
+            log.warning("payout_phase_conflict", payout_id=payout_id, detail=str(conflict))
+            async with self._engine.connect() as conn:
+                return await store.get_payout(conn, payout_id)
+
+    async def _drive(self, payout_id: str, rounds_budget: int) -> dict[str, Any]:
+        rounds = 0
         while True:
             async with self._engine.connect() as conn:
                 row = await store.get_payout(conn, payout_id)
                 assert row is not None
                 recipient = await get_recipient(conn, row["recipient_id"])
-            action = next_action(PayoutPhase(row["phase"]))
+                phase = PayoutPhase(row["phase"])
+                if phase is PayoutPhase.INTENT and await store.open_payout_for_offer(conn, row["offer_id"], payout_id):
+                    log.info("payout_waits_for_earlier_payout", payout_id=payout_id, offer_id=row["offer_id"])
+                    return row  # per-deal sequencing: the resolver starts it once the other ends
+            action = next_action(phase, row["parked_from"])
             if action is Action.DONE:
                 return row
-            provider_name = "STRIPE" if action in (Action.CALL_STRIPE, Action.LOOKUP_STRIPE) else "WISE"
+            provider_name = provider_of(action)
             request = self._request(row, recipient, provider_name)
             if isinstance(request, str):  # no destination for this provider: a definite refusal
-                await self._record(
-                    row, provider_name, "transfer", TransferResult.refused(provider_name, request), action
-                )
+                call = Action.CALL_STRIPE if provider_name == "STRIPE" else Action.CALL_WISE
+                await self._record(row, provider_name, "transfer", TransferResult.refused(provider_name, request), call)
                 continue
             if action in (Action.LOOKUP_STRIPE, Action.LOOKUP_WISE):
                 found = await self._provider(provider_name).lookup(request)
                 if verdict_of(found) is ProviderVerdict.NOT_FOUND:
-                    phase = await self._call(row, provider_name, request)
+                    move = await self._not_found_move(row, provider_name, request)
+                    if move is NotFoundMove.WAIT:
+                        new_phase = await self._record(
+                            row,
+                            provider_name,
+                            "lookup",
+                            TransferResult.unknown(provider_name, "not_found_within_settle_window"),
+                            action,
+                        )
+                    else:
+                        new_phase = await self._call(
+                            row, provider_name, request, fresh_key=move is NotFoundMove.CALL_FRESH_KEY
+                        )
                 else:
-                    phase = await self._record(row, provider_name, "lookup", found, action)
+                    new_phase = await self._record(row, provider_name, "lookup", found, action)
             else:
-                phase = await self._call(row, provider_name, request)
-            if phase in (PayoutPhase.STRIPE_UNKNOWN, PayoutPhase.WISE_UNKNOWN):
-                unknown_rounds += 1
-                if unknown_rounds > self._max_unknown_rounds:
-                    raise ProviderOutcomeUnknown(f"{provider_name} outcome unknown for payout {payout_id}")
-                await asyncio.sleep(self._backoff * unknown_rounds)
+                new_phase = await self._call(row, provider_name, request)
+            if new_phase in UNKNOWN:
+                rounds += 1
+                if rounds > rounds_budget:
+                    return await self._park(payout_id, new_phase, provider_name)
+                await asyncio.sleep(INLINE_AMBIGUITY.wait_seconds(rounds))
+
+    async def _not_found_move(self, row: dict[str, Any], provider: str, request: TransferRequest) -> NotFoundMove:
+        key = self._key(row, provider, request)
+        async with self._engine.connect() as conn:
+            last = await store.last_call_reason(conn, row["payout_id"], provider, key)
+        since = row["ambiguous_since"]
+        ambiguous_for = (datetime.now(UTC) - since).total_seconds() if since is not None else None
+        move = after_not_found(provider, last, ambiguous_for, self._settle)
+        log.info(
+            "payout_not_found_move",
+            payout_id=row["payout_id"],
+            provider=provider,
+            last_reason=last,
+            ambiguous_for=round(ambiguous_for, 1) if ambiguous_for is not None else None,
+            move=move.value,
+        )
+        return move
+
+    async def _park(self, payout_id: str, phase: PayoutPhase, provider: str) -> dict[str, Any]:
+        async with self._engine.begin() as conn:
+            row = await store.get_payout(conn, payout_id)
+            assert row is not None
+            checks = int(row["checks"]) + 1
+            delay = self._resolve_policy.wait_seconds(checks)
+            parked = await store.set_phase(
+                conn,
+                payout_id,
+                phase.value,
+                PayoutPhase.PARKED.value,
+                parked_from=provider,
+                parked_at=row["parked_at"] or datetime.now(UTC),
+                checks=checks,
+                next_check_at=datetime.now(UTC) + timedelta(seconds=delay),
+                driver=self.driver,
+            )
+        self._checkpoint("after:parked", payout_id)
+        log.warning(
+            "payout_parked", payout_id=payout_id, provider=provider, checks=checks, next_check_in=round(delay, 2)
+        )
+        return parked
 
     def _provider(self, name: str) -> PayoutProvider:
         provider = self._providers[name]
         assert provider is not None
         return provider
+
+    def _key(self, row: dict[str, Any], provider: str, request: TransferRequest) -> str:
+        if provider == "STRIPE":
+            return stripe_idempotency_key(dataclasses.replace(request, attempt=int(row["stripe_key_attempt"])))
+        return customer_transaction_id(row["payout_id"])
 
     def _request(self, row: dict[str, Any], recipient: dict[str, Any] | None, provider: str) -> TransferRequest | str:
         if self._providers[provider] is None:
@@ -179,20 +341,32 @@ class PayoutRunner:
             amount_minor=row["amount_minor"],
             currency=row["currency"],
             destination=destination,
+            attempt=int(row["stripe_key_attempt"]) if provider == "STRIPE" else 0,
+            recipient_ref=str(row["recipient_id"]),
         )
 
-    async def _call(self, row: dict[str, Any], provider: str, request: TransferRequest) -> PayoutPhase:
+    async def _call(
+        self, row: dict[str, Any], provider: str, request: TransferRequest, *, fresh_key: bool = False
+    ) -> PayoutPhase:
         action = Action.CALL_STRIPE if provider == "STRIPE" else Action.CALL_WISE
+        pending = PayoutPhase.STRIPE_PENDING if provider == "STRIPE" else PayoutPhase.WISE_PENDING
+        fields: dict[str, Any] = {"driver": self.driver, "next_check_at": None}
+        if fresh_key:
+            # The settle window proved nothing executed under the old key, which only replays
+            # its 5xx: the next key is committed BEFORE the call goes out.
+            fields.update(stripe_key_attempt=int(row["stripe_key_attempt"]) + 1, ambiguous_since=None)
+            request = dataclasses.replace(request, attempt=int(row["stripe_key_attempt"]) + 1)
         async with self._engine.begin() as conn:
-            attempt = await store.poisoned_stripe_keys(conn, row["payout_id"]) if provider == "STRIPE" else 0
-            pending = PayoutPhase.STRIPE_PENDING if provider == "STRIPE" else PayoutPhase.WISE_PENDING
-            await store.set_phase(conn, row["payout_id"], pending)
-            attempt_id = await store.start_attempt(conn, row["payout_id"], provider, "transfer")
-        if attempt:
-            request = dataclasses.replace(request, attempt=attempt)
+            moved = await store.set_phase(conn, row["payout_id"], row["phase"], pending.value, **fields)
+            key = self._key(moved, provider, request)
+            attempt_id = await store.start_attempt(conn, row["payout_id"], provider, "transfer", key)
+        self._checkpoint(f"after:{pending}", row["payout_id"])
+        if fresh_key:
+            log.warning("payout_fresh_stripe_key", payout_id=row["payout_id"], attempt=request.attempt)
         result = await self._provider(provider).transfer(request)
         (STRIPE_TRANSFERS if provider == "STRIPE" else WISE_TRANSFERS).labels(outcome=verdict_of(result).value).inc()
-        return await self._record(row, provider, "transfer", result, action, attempt_id=attempt_id)
+        self._checkpoint(f"after_call:{provider}", row["payout_id"])
+        return await self._record(moved, provider, "transfer", result, action, attempt_id=attempt_id)
 
     async def _record(
         self,
@@ -213,10 +387,11 @@ class PayoutRunner:
             if attempt_id is None:
                 attempt_id = await store.start_attempt(conn, row["payout_id"], provider, operation)
             await store.finish_attempt(conn, attempt_id, status, result.reference, result.failure_reason)
-            fields: dict[str, Any] = {}
+            fields: dict[str, Any] = {"driver": self.driver, "next_check_at": None}
             if phase is PayoutPhase.SUCCEEDED:
                 now = datetime.now(UTC)
-                fields = {"provider": provider, "provider_reference": result.reference, "completed_at": now}
+                fields.update(provider=provider, provider_reference=result.reference, completed_at=now)
+                await store.set_phase(conn, row["payout_id"], row["phase"], phase.value, **fields)
                 posting = payout_posting(
                     payout_id=row["payout_id"],
                     offer_id=row["offer_id"],
@@ -227,15 +402,19 @@ class PayoutRunner:
                     provider_reference=result.reference,
                     occurred_at=now,
                 )
-                await post(conn, posting, str(uuid.uuid5(_LEDGER_NS, row["payout_id"])))
-            elif phase is PayoutPhase.FAILED:
-                reasons = await store.attempt_reasons(conn, row["payout_id"])
-                fields = {
-                    "provider": ProviderName.NONE.value,
-                    "failure_reason": "; ".join(reasons)[:500],
-                    "completed_at": datetime.now(UTC),
-                }
-            await store.set_phase(conn, row["payout_id"], phase, **fields)
+                await post(conn, posting, ledger_transaction_id(row["payout_id"]))
+            else:
+                if phase is PayoutPhase.FAILED:
+                    reasons = await store.attempt_reasons(conn, row["payout_id"])
+                    fields.update(
+                        provider=ProviderName.NONE.value,
+                        failure_reason="; ".join(reasons)[:500],
+                        completed_at=datetime.now(UTC),
+                    )
+                elif phase in UNKNOWN and provider == "STRIPE":
+                    fields["ambiguous_since"] = func.coalesce(payouts_table.c.ambiguous_since, func.now())
+                await store.set_phase(conn, row["payout_id"], row["phase"], phase.value, **fields)
+        self._checkpoint(f"after:{phase}", row["payout_id"])
         log.info(
             "payout_phase",
             payout_id=row["payout_id"],
@@ -243,10 +422,11 @@ class PayoutRunner:
             operation=operation,
             verdict=verdict.value,
             phase=phase.value,
+            reason=result.failure_reason,
         )
         return phase
 
-    async def _publish_outcome(self, row: dict[str, Any], requested: PayoutRequested) -> None:
+    async def _publish_outcome(self, row: dict[str, Any]) -> None:
         succeeded = row["phase"] == PayoutPhase.SUCCEEDED
         event = PayoutCompleted(
             event_id=str(uuid.uuid5(_COMPLETED_NS, row["payout_id"])),
@@ -254,7 +434,7 @@ class PayoutRunner:
             creator_id=row["creator_id"],
             occurred_at=row["completed_at"] or datetime.now(UTC),
             correlation_id=row["correlation_id"],
-            causation_id=requested.event_id,
+            causation_id=row["requested_event_id"],
             payout_id=row["payout_id"],
             status=PayoutStatus.SUCCEEDED if succeeded else PayoutStatus.FAILED,
             provider=ProviderName(row["provider"] or "NONE"),
@@ -263,7 +443,27 @@ class PayoutRunner:
             provider_reference=row["provider_reference"],
             failure_reason=None if succeeded else row["failure_reason"],
         )
-        await self._publisher.publish(event)
+        await self._publisher.publish(event)  # deterministic id: a second publish is a no-op downstream
+        async with self._engine.begin() as conn:
+            await store.mark_published(conn, row["payout_id"])
+
+
+def runner_from_app(app: Any) -> PayoutRunner:
+    resources = app.resources
+    settings = app.settings
+    return PayoutRunner(
+        resources.engine,
+        resources.publisher,
+        resources.vault,
+        resources.stripe,
+        resources.wise,
+        settle_seconds=settings.payout_settle_seconds,
+        inline_unknown_rounds=settings.payout_inline_unknown_rounds,
+        resolve_policy=dataclasses.replace(
+            PROVIDER_AMBIGUITY, max_seconds=settings.payout_resolver_max_backoff_seconds
+        ),
+        resolver_poll_seconds=settings.payout_resolver_poll_seconds,
+    )
 
 
 def register(app) -> None:  # type: ignore[no-untyped-def]
@@ -271,13 +471,26 @@ def register(app) -> None:  # type: ignore[no-untyped-def]
 
     @app.agent(topic, name=AGENT, concurrency=1)  # moves money: never two in flight
     async def payouts_agent(stream):  # type: ignore[no-untyped-def]
-        resources = app.resources
-        consumer = Consumer(AGENT, resources, app.settings.topic_namespace)
-        runner = PayoutRunner(resources.engine, resources.publisher, resources.vault, resources.stripe, resources.wise)
+        consumer = Consumer(AGENT, app.resources, app.settings.topic_namespace)
+        runner = runner_from_app(app)
+        background = [asyncio.ensure_future(runner.resolve_forever())]
+        if app.settings.payout_reconcile_interval_seconds > 0:
+            from agents.reconcile import reconcile_forever
+
+            background.append(
+                asyncio.ensure_future(reconcile_forever(app, app.settings.payout_reconcile_interval_seconds))
+            )
 
         async def handle(event: Event, _: RawMessage) -> None:
             assert isinstance(event, PayoutRequested)
             await runner.handle(event)
 
-        async for message in stream.events():
-            await consumer.process(from_faust(message.message), handle)
+        try:
+            async for message in stream.events():
+                await consumer.process(from_faust(message.message), handle)
+        finally:
+            for task in background:
+                task.cancel()
+            for task in background:
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task

@@ -15,7 +15,9 @@ from bootstrap.commands.deadletters import deadletters
 from bootstrap.commands.deal import deal
 from bootstrap.commands.devtoken import dev_token
 from bootstrap.commands.ledger import ledger
+from bootstrap.commands.payouts import payouts
 from bootstrap.commands.rebuild import rebuild_projections
+from bootstrap.commands.reconcile import reconcile_command
 from bootstrap.commands.replay import replay
 from bootstrap.commands.sessions import sessions
 from bootstrap.commands.setup import migrate, schemas, topics
@@ -47,6 +49,8 @@ for command in (
     deadletters,
     deal,
     rebuild_projections,
+    payouts,
+    reconcile_command,
     backup,
     restore,
     sessions,

@@ -56,3 +56,8 @@ OFFER_TIME_TO_VALUED = Histogram(
     "From the offer's POST (offer.created) to its valuation in the projection (the POST->valued SLO).",
     buckets=(0.25, 0.5, 1, 2, 5, 10, 30, 60, 120, 300, 900),
 )
+RECONCILE_DRIFT = Gauge(
+    "spacemusic_reconcile_drift",
+    "Drift found by the last reconciliation with the payment providers, by kind (0 = clean).",
+    ["kind"],
+)

@@ -1,16 +1,20 @@
 """The payout as a state machine with recorded phases ("atomic phases").
 
-Each phase is committed before the next provider call, so a worker that dies anywhere
-resumes from the recorded phase instead of deciding again:
+Each phase is committed (compare-and-set: ``UPDATE ... WHERE phase = <expected>``) before the
+next provider call, so a worker that dies anywhere resumes from the recorded phase instead of
+deciding again, and a second driver can never overwrite what the first recorded:
 
   intent -> stripe_pending -> succeeded
-                          \\-> stripe_unknown -> (lookup) -> succeeded | stripe_pending (retry)
+                          \\-> stripe_unknown -> (lookup) -> succeeded | stripe_pending (same key) | parked
                           \\-> stripe_failed (a DEFINITE Stripe refusal: nothing moved)
-  stripe_failed -> wise_pending -> succeeded | failed (both refused) | wise_unknown -> (lookup) ...
+  stripe_failed -> wise_pending -> succeeded | failed (both refused) | wise_unknown -> (lookup) ... | parked
+  parked -> (resolver: lookup with backoff) -> succeeded | stripe_failed | failed | *_pending | parked
 
-A *pending* phase means "a provider call may be in flight": found at start-up, it is
+A *pending* phase means "a provider call may be in flight": found by a successor, it is
 treated exactly like an unknown outcome, i.e. reconciled by lookup before anything else.
-Phases that are not pending (intent, stripe_failed) lead straight to the next call.
+``parked`` is an unknown outcome handed to the background resolver, so the consumer moves
+on; ``parked_from`` names the provider whose answer is awaited. ``succeeded`` and ``failed``
+are terminal: the database refuses to change them.
 """
 
 from __future__ import annotations
@@ -26,18 +30,81 @@ class PayoutPhase(enum.StrEnum):
     STRIPE_FAILED = "stripe_failed"
     WISE_PENDING = "wise_pending"
     WISE_UNKNOWN = "wise_unknown"
+    PARKED = "parked"
     SUCCEEDED = "succeeded"
     FAILED = "failed"
 
 
 TERMINAL = frozenset({PayoutPhase.SUCCEEDED, PayoutPhase.FAILED})
+UNKNOWN = frozenset({PayoutPhase.STRIPE_UNKNOWN, PayoutPhase.WISE_UNKNOWN})
+PENDING = frozenset({PayoutPhase.STRIPE_PENDING, PayoutPhase.WISE_PENDING})
+
+# Every phase change the driver may make; anything else is a bug (and refused by a test).
+TRANSITIONS: dict[PayoutPhase, frozenset[PayoutPhase]] = {
+    PayoutPhase.INTENT: frozenset({PayoutPhase.STRIPE_PENDING, PayoutPhase.STRIPE_FAILED, PayoutPhase.FAILED}),
+    PayoutPhase.STRIPE_PENDING: frozenset(
+        {
+            PayoutPhase.SUCCEEDED,
+            PayoutPhase.STRIPE_UNKNOWN,
+            PayoutPhase.STRIPE_FAILED,
+            PayoutPhase.STRIPE_PENDING,
+            PayoutPhase.PARKED,
+        }
+    ),
+    PayoutPhase.STRIPE_UNKNOWN: frozenset(
+        {
+            PayoutPhase.SUCCEEDED,
+            PayoutPhase.STRIPE_UNKNOWN,
+            PayoutPhase.STRIPE_FAILED,
+            PayoutPhase.STRIPE_PENDING,
+            PayoutPhase.PARKED,
+        }
+    ),
+    PayoutPhase.STRIPE_FAILED: frozenset({PayoutPhase.WISE_PENDING, PayoutPhase.FAILED}),
+    PayoutPhase.WISE_PENDING: frozenset(
+        {
+            PayoutPhase.SUCCEEDED,
+            PayoutPhase.WISE_UNKNOWN,
+            PayoutPhase.FAILED,
+            PayoutPhase.WISE_PENDING,
+            PayoutPhase.PARKED,
+        }
+    ),
+    PayoutPhase.WISE_UNKNOWN: frozenset(
+        {
+            PayoutPhase.SUCCEEDED,
+            PayoutPhase.WISE_UNKNOWN,
+            PayoutPhase.FAILED,
+            PayoutPhase.WISE_PENDING,
+            PayoutPhase.PARKED,
+        }
+    ),
+    PayoutPhase.PARKED: frozenset(
+        {
+            PayoutPhase.PARKED,
+            PayoutPhase.SUCCEEDED,
+            PayoutPhase.STRIPE_FAILED,
+            PayoutPhase.FAILED,
+            PayoutPhase.STRIPE_PENDING,
+            PayoutPhase.WISE_PENDING,
+            PayoutPhase.STRIPE_UNKNOWN,
+            PayoutPhase.WISE_UNKNOWN,
+        }
+    ),
+    PayoutPhase.SUCCEEDED: frozenset(),
+    PayoutPhase.FAILED: frozenset(),
+}
+
+
+def allowed(old: PayoutPhase, new: PayoutPhase) -> bool:
+    return new in TRANSITIONS[old]
 
 
 class ProviderVerdict(enum.StrEnum):
     SUCCEEDED = "succeeded"
     DEFINITE_FAILURE = "definite_failure"
     UNKNOWN = "unknown"
-    NOT_FOUND = "not_found"  # a lookup: the provider has no record, so it never executed
+    NOT_FOUND = "not_found"  # a lookup: the provider has no executed transfer (yet)
 
 
 class Action(enum.StrEnum):
@@ -48,7 +115,9 @@ class Action(enum.StrEnum):
     DONE = "done"
 
 
-def next_action(phase: PayoutPhase) -> Action:
+def next_action(phase: PayoutPhase, parked_from: str | None = None) -> Action:
+    if phase is PayoutPhase.PARKED:
+        return Action.LOOKUP_WISE if (parked_from or "").upper() == "WISE" else Action.LOOKUP_STRIPE
     return {
         PayoutPhase.INTENT: Action.CALL_STRIPE,
         PayoutPhase.STRIPE_PENDING: Action.LOOKUP_STRIPE,
@@ -61,10 +130,14 @@ def next_action(phase: PayoutPhase) -> Action:
     }[phase]
 
 
+def provider_of(action: Action) -> str:
+    return "STRIPE" if action in (Action.CALL_STRIPE, Action.LOOKUP_STRIPE) else "WISE"
+
+
 def after(action: Action, verdict: ProviderVerdict) -> PayoutPhase | None:
-    """The phase a provider answer leads to; None means 'call the provider now' (a lookup
-    proved the transfer never happened, so calling with the same idempotency key is safe)."""
-    stripe = action in (Action.CALL_STRIPE, Action.LOOKUP_STRIPE)
+    """The phase a provider answer leads to; None means 'not found by a lookup' (see
+    ``after_not_found`` for what that allows)."""
+    stripe = provider_of(action) == "STRIPE"
     if verdict is ProviderVerdict.SUCCEEDED:
         return PayoutPhase.SUCCEEDED
     if verdict is ProviderVerdict.DEFINITE_FAILURE:
@@ -72,6 +145,39 @@ def after(action: Action, verdict: ProviderVerdict) -> PayoutPhase | None:
     if verdict is ProviderVerdict.UNKNOWN:
         return PayoutPhase.STRIPE_UNKNOWN if stripe else PayoutPhase.WISE_UNKNOWN
     return None  # NOT_FOUND after a lookup
+
+
+class NotFoundMove(enum.StrEnum):
+    CALL_SAME_KEY = "call_same_key"  # safe: the provider's idempotency answers for the first request
+    CALL_FRESH_KEY = "call_fresh_key"  # Stripe only: the old key replays a 5xx and nothing executed
+    WAIT = "wait"  # the old key replays a 5xx but the settle window is still open: ask again later
+
+
+def is_stored_5xx(reason: str | None) -> bool:
+    """Stripe stores a 5xx under its idempotency key and replays it (v1, 24 h)."""
+    return (reason or "").startswith("http_5")
+
+
+def after_not_found(
+    provider: str, last_reason_under_key: str | None, ambiguous_for_seconds: float | None, settle_seconds: float
+) -> NotFoundMove:
+    """A lookup found no executed transfer. What may we do?
+
+    - Wise: call again. The same ``customerTransactionId`` lands on the same transfer, and a
+      transfer can be funded only once, so this can never pay twice.
+    - Stripe, the last answer under the current key was NOT a stored 5xx (timeout, reset,
+      409, 429, nothing yet): call again with the SAME key. If the first request executed,
+      Stripe returns its stored success; if it is still running, Stripe answers 409.
+    - Stripe, the last answer under the key was a 5xx: the same key would only replay it, and
+      a 5xx is indeterminate (the transfer may still complete and become visible later). A
+      fresh key is used only once the settle window has passed since the ambiguity began and
+      the lookup still finds nothing; until then, wait and look again.
+    """
+    if provider == "WISE" or not is_stored_5xx(last_reason_under_key):
+        return NotFoundMove.CALL_SAME_KEY
+    if ambiguous_for_seconds is not None and ambiguous_for_seconds >= settle_seconds:
+        return NotFoundMove.CALL_FRESH_KEY
+    return NotFoundMove.WAIT
 
 
 _PAYOUT_NS = uuid.UUID("6b1f4c1e-2d0c-5c53-9a6e-5041f0e1d7a1")

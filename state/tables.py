@@ -64,12 +64,26 @@ payouts = Table(
     Column("created_at", TS, nullable=False, server_default=func.now()),
     Column("updated_at", TS, nullable=False, server_default=func.now()),
     Column("completed_at", TS),
+    # Parked: an unknown outcome handed to the background resolver (see models.payout).
+    Column("parked_from", String(10)),  # STRIPE | WISE: whose answer is awaited
+    Column("parked_at", TS),
+    Column("next_check_at", TS),
+    Column("checks", Integer, nullable=False, server_default="0"),
+    # The Stripe idempotency key's suffix, bumped (and committed) only once a settle window
+    # proved the old key's request never executed (see models.payout.after_not_found).
+    Column("stripe_key_attempt", Integer, nullable=False, server_default="0"),
+    Column("ambiguous_since", TS),
+    Column("outcome_published_at", TS),
+    Column("driver", Text),  # the worker that last changed the phase (for people, not locking)
     CheckConstraint("amount_minor >= 0", name="amount_not_negative"),
     CheckConstraint(
-        "phase IN ('intent','stripe_pending','stripe_unknown','stripe_failed','wise_pending','wise_unknown','succeeded','failed')",
+        "phase IN ('intent','stripe_pending','stripe_unknown','stripe_failed','wise_pending','wise_unknown',"
+        "'succeeded','failed','parked')",
         name="phase_known",
     ),
+    CheckConstraint("phase <> 'parked' OR parked_from IN ('STRIPE','WISE')", name="parked_has_provider"),
     Index("ix_payouts_phase", "phase"),
+    Index("ix_payouts_next_check_at", "next_check_at", postgresql_where=text("phase = 'parked'")),
 )
 
 payout_attempts = Table(
@@ -82,11 +96,26 @@ payout_attempts = Table(
     Column("status", String(20), nullable=False),
     Column("reference", Text),
     Column("failure_reason", Text),
+    Column("idempotency_key", Text),  # Stripe's Idempotency-Key / Wise's customerTransactionId
     Column("started_at", TS, nullable=False, server_default=func.now()),
     Column("finished_at", TS),
     # At most one provider transfer can ever succeed for a payout: the database says so.
     Index("uq_payout_attempts_one_success", "payout_id", unique=True, postgresql_where=text("status = 'succeeded'")),
     Index("ix_payout_attempts_payout_id", "payout_id"),
+)
+
+# Objects created at a provider once and reused (Wise recipients per recipient and currency,
+# quotes and transfers per payout), so a lookup never has to create anything.
+provider_objects = Table(
+    "provider_objects",
+    metadata,
+    Column("provider", String(10), nullable=False),
+    Column("kind", String(20), nullable=False),
+    Column("object_key", Text, nullable=False),
+    Column("object_id", Text, nullable=False),
+    Column("expires_at", TS),
+    Column("created_at", TS, nullable=False, server_default=func.now()),
+    PrimaryKeyConstraint("provider", "kind", "object_key"),
 )
 
 api_idempotency = Table(

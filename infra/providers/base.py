@@ -12,6 +12,7 @@ import enum
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from datetime import datetime
 from types import TracebackType
 from typing import Any, Protocol, Self, runtime_checkable
 
@@ -65,6 +66,9 @@ class TransferRequest:
     # is known to be poisoned: Stripe replays a stored 5xx for the same key for 24 hours, so
     # after "500, lookup finds nothing" a retry needs a fresh key. 0 keeps the plain key.
     attempt: int = 0
+    # Our recipient id: lets an adapter create its provider-side recipient once per recipient
+    # and currency and reuse it (Wise). None: keyed by a digest of the destination instead.
+    recipient_ref: str | None = None
 
     def __post_init__(self) -> None:
         # Normalise to the canonical UUID spelling so "ABC..." and "abc..." map to one key.
@@ -123,6 +127,38 @@ class PayoutProvider(Protocol):
         it (safe to retry the same provider with the same idempotency key). A result with
         status UNKNOWN: the lookup itself could not complete; ask again later."""
         ...
+
+
+class ProviderReadError(Exception):
+    """A read-only provider call (reconciliation listing) could not be answered."""
+
+
+class ProviderObjects(Protocol):
+    """Objects an adapter created at its provider, stored once and reused (first writer wins)."""
+
+    async def get(self, kind: str, key: str) -> tuple[str, datetime | None] | None: ...
+
+    async def put(self, kind: str, key: str, object_id: str) -> str:
+        """Store if absent; return the stored id (ours or the one stored first)."""
+        ...
+
+    async def replace(self, kind: str, key: str, object_id: str, expires_at: datetime | None) -> None: ...
+
+
+class MemoryObjects:
+    """In-process ``ProviderObjects`` for unit tests (a worker uses the Postgres store)."""
+
+    def __init__(self) -> None:
+        self.items: dict[tuple[str, str], tuple[str, datetime | None]] = {}
+
+    async def get(self, kind: str, key: str) -> tuple[str, datetime | None] | None:
+        return self.items.get((kind, key))
+
+    async def put(self, kind: str, key: str, object_id: str) -> str:
+        return self.items.setdefault((kind, key), (object_id, None))[0]
+
+    async def replace(self, kind: str, key: str, object_id: str, expires_at: datetime | None) -> None:
+        self.items[(kind, key)] = (object_id, expires_at)
 
 
 class OwnedHttpClient:

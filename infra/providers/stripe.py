@@ -7,6 +7,7 @@ also the `transfer_group`, which is what `lookup` lists by.
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
 import httpx
@@ -14,6 +15,7 @@ import httpx
 from infra.logging import get_logger
 from infra.providers.base import (
     OwnedHttpClient,
+    ProviderReadError,
     StripeDestination,
     TransferRequest,
     TransferResult,
@@ -142,6 +144,33 @@ class StripeClient(OwnedHttpClient):
             result = classify_lookup_response(response)
             log = log.bind(http_status=response.status_code)
         return log_lookup_outcome(log, result)
+
+    async def list_transfers(self, since: datetime | None = None, page_size: int = 100) -> list[dict[str, Any]]:
+        """Every transfer on the account created since ``since`` (reconciliation), newest
+        first, following Stripe's cursor (``starting_after``); raises ``ProviderReadError``."""
+        found: list[dict[str, Any]] = []
+        params: dict[str, str] = {"limit": str(page_size)}
+        if since is not None:
+            params["created[gte]"] = str(int(since.timestamp()))
+        while True:
+            try:
+                response = await send_with_rate_limit_retry(
+                    lambda: self._client.get(
+                        f"{self._base_url}/v1/transfers", params=params, auth=self._auth, timeout=self._timeout
+                    ),
+                    max_retries=self._max_retries,
+                    backoff_seconds=self._backoff,
+                )
+            except httpx.HTTPError as exc:
+                raise ProviderReadError(f"list_{type(exc).__name__}") from None
+            body = json_or_none(response)
+            if response.status_code != 200 or not isinstance(body, dict) or not isinstance(body.get("data"), list):
+                raise ProviderReadError(f"list_http_{response.status_code}")
+            page = [t for t in body["data"] if isinstance(t, dict)]
+            found.extend(page)
+            if not body.get("has_more") or not page:
+                return found
+            params["starting_after"] = str(page[-1]["id"])
 
 
 def classify_transfer_response(response: httpx.Response) -> TransferResult:

@@ -9,8 +9,10 @@ documented alternative to PATCHing the quote afterwards; fees and route depend o
 
 from __future__ import annotations
 
+import hashlib
 import json
 import uuid
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -18,7 +20,10 @@ import httpx
 
 from infra.logging import get_logger
 from infra.providers.base import (
+    MemoryObjects,
     OwnedHttpClient,
+    ProviderObjects,
+    ProviderReadError,
     TransferRequest,
     TransferResult,
     WiseDestination,
@@ -39,6 +44,9 @@ _AWAITING_FUNDS = "incoming_payment_waiting"
 _FUNDED = frozenset({"processing", "funds_converted", "outgoing_payment_sent", "waiting_recipient_input_to_proceed"})
 _DEAD = frozenset({"cancelled", "funds_refunded", "bounced_back", "charged_back"})
 _DEFINITE_ERROR_STATUSES = frozenset({400, 403, 404, 422})
+# A stored quote is reused until this close to its expiry; then a fresh one is created.
+_QUOTE_MARGIN = timedelta(minutes=2)
+_QUOTE_DEFAULT_LIFETIME = timedelta(minutes=25)
 
 
 def customer_transaction_id(payout_id: str) -> str:
@@ -77,7 +85,11 @@ class WiseClient(OwnedHttpClient):
         source_currency: str | None = None,
         max_rate_limit_retries: int = 2,
         rate_limit_backoff_seconds: float = 0.5,
+        objects: ProviderObjects | None = None,
     ) -> None:
+        # Where the Wise objects we created live (recipients, quotes, transfers). The payouts
+        # worker wires the Postgres store (state.provider_objects); memory is for unit tests.
+        self.objects: ProviderObjects = objects or MemoryObjects()
         if not token:
             raise ValueError("a Wise API token is required")
         try:
@@ -103,51 +115,110 @@ class WiseClient(OwnedHttpClient):
         log = self._log.bind(provider=PROVIDER, payout_id=req.payout_id)
         log.info("provider_transfer_started", amount_minor=req.amount_minor, currency=req.currency)
         try:
-            transfer = await self._create_transfer(req)
+            transfer = await self._known_transfer(req.payout_id)
+            if transfer is None:
+                transfer = await self._create_transfer(req)
             result = await self._settle(transfer)
         except _StepFailed as failed:
             result = failed.result
         return log_transfer_outcome(log, result)
 
     async def lookup(self, req: TransferRequest) -> TransferResult | None:
-        """Wise's transfer list cannot filter by customerTransactionId, so we look up the
-        documented way: re-create the transfer with the same customerTransactionId, which
-        returns the existing transfer if there is one. If there was none, this leaves an
-        unfunded transfer behind: no money moves without funding, a later `transfer` for the
-        same payout reuses it, and Wise cancels unfunded transfers after 14 days."""
+        """What Wise has for this payout, without creating anything.
+
+        The transfer id is stored (``objects``) as soon as Wise answers the create call and
+        BEFORE it is funded; money moves only by funding, which needs that id. So: no stored
+        id -> nothing was ever funded for this payout -> None. A stored id -> read the transfer
+        (``GET /v1/transfers/{id}``): still waiting for funds -> None (the next ``transfer``
+        funds this very transfer), otherwise its status as it stands."""
         log = self._log.bind(provider=PROVIDER, payout_id=req.payout_id)
         try:
-            transfer = await self._create_transfer(req)
+            transfer = await self._known_transfer(req.payout_id)
         except _StepFailed as failed:
-            # Could not reach the transfer: that proves nothing either way.
             result: TransferResult | None = TransferResult.unknown(PROVIDER, f"lookup_{failed.result.failure_reason}")
         else:
-            # Created but never funded: nothing moved, and `transfer` will fund this very one.
-            result = None if transfer.get("status") == _AWAITING_FUNDS else _classify_existing(transfer)
+            if transfer is None or transfer.get("status") == _AWAITING_FUNDS:
+                result = None
+            else:
+                result = _classify_existing(transfer)
         return log_lookup_outcome(log, result)
+
+    async def get_transfer(self, transfer_id: str) -> dict[str, Any]:
+        """One transfer as Wise has it now (reconciliation); raises ``ProviderReadError``."""
+        try:
+            return await self._step("status", "GET", f"/v1/transfers/{transfer_id}", None)
+        except _StepFailed as failed:
+            raise ProviderReadError(failed.result.failure_reason or "unreadable") from None
+
+    async def list_transfers(self, since: datetime | None = None, page_size: int = 100) -> list[dict[str, Any]]:
+        """Every transfer of our profile created since ``since`` (reconciliation)."""
+        found: list[dict[str, Any]] = []
+        offset = 0
+        while True:
+            query = f"/v1/transfers?profile={self._profile_id}&limit={page_size}&offset={offset}"
+            if since is not None:
+                query += f"&createdDateStart={since.date().isoformat()}"
+            try:
+                page = await self._step_any("list", "GET", query)
+            except _StepFailed as failed:
+                raise ProviderReadError(failed.result.failure_reason or "unreadable") from None
+            if not isinstance(page, list):
+                raise ProviderReadError("list_unreadable_body")
+            found.extend(t for t in page if isinstance(t, dict))
+            if len(page) < page_size:
+                return found
+            offset += page_size
 
     # --- steps ----------------------------------------------------------------------------
 
-    async def _create_transfer(self, req: TransferRequest) -> dict[str, Any]:
-        if not isinstance(req.destination, WiseDestination):
-            raise TypeError("WiseClient needs a WiseDestination")
+    async def _known_transfer(self, payout_id: str) -> dict[str, Any] | None:
+        stored = await self.objects.get("transfer", payout_id)
+        if stored is None:
+            return None
+        try:
+            return await self._step("status", "GET", f"/v1/transfers/{stored[0]}", None)
+        except _StepFailed as failed:
+            raise _StepFailed(_with_reference(failed.result, stored[0])) from None
+
+    async def _recipient_id(self, req: TransferRequest) -> str:
+        key = f"{req.recipient_ref or _destination_digest(req)}:{req.currency}"
+        stored = await self.objects.get("recipient", key)
+        if stored is not None:
+            return stored[0]
         recipient = await self._step("recipient", "POST", "/v1/accounts", _recipient_body(req, self._profile_id))
-        recipient_id = _required(recipient, "id", "recipient")
+        created = str(_required(recipient, "id", "recipient"))
+        # First writer wins: a concurrent creator's recipient is reused, ours is only clutter.
+        return await self.objects.put("recipient", key, created)
+
+    async def _quote_id(self, req: TransferRequest, recipient_id: str) -> str:
+        stored = await self.objects.get("quote", req.payout_id)
+        if stored is not None and stored[1] is not None and stored[1] > datetime.now(UTC) + _QUOTE_MARGIN:
+            return stored[0]
         quote = await self._step(
             "quote",
             "POST",
             f"/v3/profiles/{self._profile_id}/quotes",
-            _quote_body(req, recipient_id, self._source_currency or req.currency),
+            _quote_body(req, _as_wise_id(recipient_id), self._source_currency or req.currency),
         )
-        quote_id = _required(quote, "id", "quote")
+        quote_id = str(_required(quote, "id", "quote"))
+        await self.objects.replace("quote", req.payout_id, quote_id, _quote_expiry(quote))
+        return quote_id
+
+    async def _create_transfer(self, req: TransferRequest) -> dict[str, Any]:
+        if not isinstance(req.destination, WiseDestination):
+            raise TypeError("WiseClient needs a WiseDestination")
+        recipient_id = await self._recipient_id(req)
+        quote_id = await self._quote_id(req, recipient_id)
         body = {
-            "targetAccount": recipient_id,
+            "targetAccount": _as_wise_id(recipient_id),
             "quoteUuid": quote_id,
             "customerTransactionId": customer_transaction_id(req.payout_id),
             "details": {"reference": payment_reference(req.payout_id)},
         }
         transfer = await self._step("transfer", "POST", "/v1/transfers", body)
-        _required(transfer, "id", "transfer")
+        transfer_id = str(_required(transfer, "id", "transfer"))
+        # Stored before funding: from here on every lookup reads this transfer, never creates.
+        await self.objects.put("transfer", req.payout_id, transfer_id)
         return transfer
 
     async def _settle(self, transfer: dict[str, Any]) -> TransferResult:
@@ -177,6 +248,12 @@ class WiseClient(OwnedHttpClient):
         return TransferResult.unknown(PROVIDER, "unreadable_funding_body", transfer_id)
 
     async def _step(self, step: str, method: str, path: str, body: dict[str, Any] | None) -> dict[str, Any]:
+        parsed = await self._step_any(step, method, path, body)
+        if isinstance(parsed, dict):
+            return parsed
+        raise _StepFailed(TransferResult.unknown(PROVIDER, f"{step}_unreadable_body"))
+
+    async def _step_any(self, step: str, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
         headers = dict(self._headers)
         content: bytes | None = None
         if body is not None:
@@ -198,7 +275,7 @@ class WiseClient(OwnedHttpClient):
             ) from None
         parsed = json_or_none(response)
         if 200 <= response.status_code < 300:
-            if isinstance(parsed, dict):
+            if isinstance(parsed, dict | list):
                 return parsed
             raise _StepFailed(TransferResult.unknown(PROVIDER, f"{step}_unreadable_body"))
         failed = classify_error(response.status_code, parsed, step)
@@ -256,6 +333,28 @@ def _classify_existing(transfer: dict[str, Any]) -> TransferResult:
     if status in _DEAD:
         return TransferResult.refused(PROVIDER, f"wise_status_{status}", transfer_id)
     return TransferResult.unknown(PROVIDER, f"wise_status_{status}", transfer_id)
+
+
+def _destination_digest(req: TransferRequest) -> str:
+    dest = req.destination
+    assert isinstance(dest, WiseDestination)
+    raw = "|".join((dest.holder_name, dest.iban.replace(" ", "").upper(), dest.bic or "", dest.legal_type))
+    return "sha256:" + hashlib.sha256(raw.encode()).hexdigest()
+
+
+def _as_wise_id(value: str) -> Any:
+    return int(value) if value.isdigit() else value
+
+
+def _quote_expiry(quote: dict[str, Any]) -> datetime:
+    raw = quote.get("expirationTime")
+    if isinstance(raw, str):
+        try:
+            parsed = datetime.fromisoformat(raw.replace("Z", "+00:00"))
+            return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+        except ValueError:
+            pass
+    return datetime.now(UTC) + _QUOTE_DEFAULT_LIFETIME
 
 
 def _with_reference(result: TransferResult, reference: str) -> TransferResult:

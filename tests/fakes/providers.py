@@ -57,6 +57,10 @@ class Fault:
     step: str = ""
     times: int | None = None  # None: sticky until changed
     hang_seconds: float | None = None
+    # Only requests for this payout (Stripe transfer_group / Wise customerTransactionId's payout).
+    payout_id: str | None = None
+    # Late visibility: money that moved under this fault shows up in lookups only this much later.
+    visible_after: float | None = None
 
 
 @dataclass
@@ -143,13 +147,18 @@ class ProviderFake:
     def reset(self) -> None:
         self.requests: list[RecordedRequest] = []
         self.faults: dict[str, Fault] = {p: Fault(step=DEFAULT_STEP[p]) for p in PROVIDERS}
+        # Faults for one payout each, beside the provider-wide one (the soak gives every payout its own).
+        self.payout_faults: dict[tuple[str, str], list[Fault]] = {}
         self.transfers: dict[str, list[dict[str, Any]]] = {p: [] for p in PROVIDERS}
         self._idempotency: dict[str, tuple[dict[str, list[str]], int, dict[str, Any]]] = {}
-        self._recipients: dict[int, dict[str, Any]] = {}
+        # Recipients outlive a reset, as on Wise: callers keep reusing the ids they stored.
+        self._recipients: dict[int, dict[str, Any]] = getattr(self, "_recipients", {})
         self._quotes: dict[str, dict[str, Any]] = {}
         self._used_quotes: set[str] = set()
         self._wise_by_ctid: dict[str, dict[str, Any]] = {}
-        self._next_wise_id = 50_000_000
+        self._next_wise_id = getattr(self, "_next_wise_id", 50_000_000)
+        self._stripe_in_flight: set[str] = set()
+        self.wise_objects_created: dict[str, int] = {"recipient": 0, "quote": 0, "transfer": 0}
 
     def set_mode(
         self,
@@ -159,6 +168,8 @@ class ProviderFake:
         step: str | None = None,
         times: int | None = None,
         hang_seconds: float | None = None,
+        payout_id: str | None = None,
+        visible_after: float | None = None,
     ) -> None:
         if provider not in PROVIDERS:
             raise ValueError(f"provider must be one of {PROVIDERS}")
@@ -169,7 +180,34 @@ class ProviderFake:
             raise ValueError(f"step for {provider} must be one of {sorted(STEPS[provider])}")
         if times is not None and times < 1:
             raise ValueError("times must be >= 1 or None")
-        self.faults[provider] = Fault(mode=mode, step=step, times=times, hang_seconds=hang_seconds)
+        self.faults[provider] = Fault(
+            mode=mode,
+            step=step,
+            times=times,
+            hang_seconds=hang_seconds,
+            payout_id=str(uuid.UUID(payout_id)) if payout_id else None,
+            visible_after=visible_after,
+        )
+
+    def add_payout_fault(
+        self,
+        provider: str,
+        payout_id: str,
+        mode: str,
+        *,
+        step: str | None = None,
+        times: int | None = 1,
+        hang_seconds: float | None = None,
+        visible_after: float | None = None,
+    ) -> None:
+        """Queue a fault for one payout's requests (several queue up, in order)."""
+        if mode not in MODES:
+            raise ValueError(f"mode must be one of {sorted(MODES)}")
+        step = step or DEFAULT_STEP[provider]
+        key = str(uuid.UUID(payout_id)) if provider == "stripe" else customer_transaction_id(payout_id)
+        self.payout_faults.setdefault((provider, key), []).append(
+            Fault(mode=mode, step=step, times=times, hang_seconds=hang_seconds, visible_after=visible_after)
+        )
 
     def executed(self, provider: str) -> dict[str, int]:
         """Executed money movements per idempotency identity: Stripe transfers by
@@ -193,6 +231,26 @@ class ProviderFake:
         }
         return per[provider] if provider else sum(per.values())
 
+    def bounce_wise_transfer(self, transfer_id: str | int) -> None:
+        """The bank returned the money after Wise had sent it (``processing`` -> ``bounced_back``)."""
+        transfer = self._wise_transfer_by_id(str(transfer_id))
+        if transfer is None:
+            raise KeyError(transfer_id)
+        transfer["status"] = "bounced_back"
+
+    def plant_stripe_transfer(self, payout_id: str, amount: int, currency: str, destination: str) -> str:
+        """A transfer nobody asked for through the API (reconciliation drift tests)."""
+        params = {
+            "amount": [str(amount)],
+            "currency": [currency.lower()],
+            "destination": [destination],
+            "transfer_group": [payout_id],
+            "metadata[payout_id]": [payout_id],
+        }
+        transfer = _stripe_transfer(params)
+        self.transfers["stripe"].append(transfer)
+        return str(transfer["id"])
+
     def reverse_stripe_transfer(self, transfer_id: str) -> None:
         for transfer in self.transfers["stripe"]:
             if transfer["id"] == transfer_id:
@@ -212,6 +270,7 @@ class ProviderFake:
             for p in PROVIDERS
         }
         data["stripe"]["replays_5xx"] = self.stripe_replays_5xx
+        data["wise"]["objects_created"] = dict(self.wise_objects_created)
         if payout_id is not None:
             stripe_n = self.executed_count(payout_id, "stripe")
             wise_n = self.executed_count(payout_id, "wise")
@@ -228,6 +287,8 @@ class ProviderFake:
                 self.reset()
             elif action == "reverse_stripe_transfer":
                 self.reverse_stripe_transfer(body["transfer_id"])
+            elif action == "bounce_wise_transfer":
+                self.bounce_wise_transfer(body["transfer_id"])
             elif action == "set_mode":
                 if "replay_5xx" in body:
                     self.stripe_replays_5xx = bool(body["replay_5xx"])
@@ -238,6 +299,8 @@ class ProviderFake:
                         step=body.get("step"),
                         times=body.get("times"),
                         hang_seconds=body.get("hang_seconds"),
+                        payout_id=body.get("payout_id"),
+                        visible_after=body.get("visible_after"),
                     )
             else:
                 raise ValueError(f"unknown action {action!r}")
@@ -253,11 +316,29 @@ class ProviderFake:
 
     # --- fault plumbing -------------------------------------------------------------------
 
-    def _take_fault(self, provider: str, step: str) -> Fault:
+    def _take_fault(self, provider: str, step: str, payout_id: str | None = None) -> Fault:
+        queued = self.payout_faults.get((provider, payout_id or ""))
+        if queued and queued[0].step == step:
+            first = queued[0]
+            if first.times is not None:
+                first.times -= 1
+                if first.times <= 0:
+                    queued.pop(0)
+            return Fault(mode=first.mode, step=step, hang_seconds=first.hang_seconds, visible_after=first.visible_after)
         fault = self.faults[provider]
         if fault.mode == "ok" or fault.step != step:
             return Fault(mode="ok", step=step)
-        taken = Fault(mode=fault.mode, step=step, hang_seconds=fault.hang_seconds)
+        if fault.payout_id is not None:
+            wanted = fault.payout_id if provider == "stripe" else customer_transaction_id(fault.payout_id)
+            if wanted != payout_id:
+                return Fault(mode="ok", step=step)
+        taken = Fault(
+            mode=fault.mode,
+            step=step,
+            hang_seconds=fault.hang_seconds,
+            payout_id=fault.payout_id,
+            visible_after=fault.visible_after,
+        )
         if fault.times is not None:
             fault.times -= 1
             if fault.times <= 0:
@@ -314,8 +395,16 @@ class ProviderFake:
                     "Keys for idempotent requests can only be used with the same parameters they were first used with.",
                 )
             return web.json_response(body, status=status, headers={"Idempotent-Replayed": "true"})
-
-        fault = self._take_fault("stripe", "transfer")
+        if key is not None and key in self._stripe_in_flight:
+            # Stripe: a request with this key is still being processed.
+            return _stripe_error(
+                409,
+                "invalid_request_error",
+                "idempotency_key_in_use",
+                "There is currently another in-progress request.",
+            )
+        group = (params.get("transfer_group") or [None])[0]
+        fault = self._take_fault("stripe", "transfer", _uuid_or_none(group))
         if fault.mode == "rate_limited":
             return _stripe_error(429, "invalid_request_error", "rate_limit", "Too many requests.")
         if fault.mode in ("decline", "reject"):
@@ -324,13 +413,19 @@ class ProviderFake:
             return self._stripe_store(key, params, 500, _stripe_error_body("api_error", None, "Internal error."))
 
         transfer = _stripe_transfer(params)
+        if fault.visible_after:
+            transfer["_visible_at"] = time.time() + fault.visible_after
         self.transfers["stripe"].append(transfer)
         if fault.mode == "execute_then_500":
             return self._stripe_store(key, params, 500, _stripe_error_body("api_error", None, "Internal error."))
-        response = self._stripe_store(key, params, 200, _public_transfer(transfer))
         if fault.mode == "execute_then_timeout":
-            await self._lose_response(fault)
-        return response
+            if key is not None:
+                self._stripe_in_flight.add(key)
+            try:
+                await self._lose_response(fault)
+            finally:
+                self._stripe_in_flight.discard(key or "")
+        return self._stripe_store(key, params, 200, _public_transfer(transfer))
 
     def _stripe_store(
         self, key: str | None, params: dict[str, list[str]], status: int, body: dict[str, Any]
@@ -343,17 +438,27 @@ class ProviderFake:
         self._record("stripe", request, "/v1/transfers", None)
         if (denied := self._stripe_auth_error(request)) is not None:
             return denied
-        if (faulted := await self._read_fault("stripe")) is not None:
+        if (
+            faulted := await self._read_fault("stripe", _uuid_or_none(request.query.get("transfer_group")))
+        ) is not None:
             return faulted
         try:
             limit = int(request.query.get("limit", "10"))
+            created_gte = int(request.query.get("created[gte]", "0"))
         except ValueError:
-            return _stripe_error(400, "invalid_request_error", "parameter_invalid_integer", "Invalid integer: limit")
+            return _stripe_error(400, "invalid_request_error", "parameter_invalid_integer", "Invalid integer")
+        now = time.time()
         matches = [
             t
             for t in reversed(self.transfers["stripe"])  # newest first, as Stripe lists
             if all(request.query[k] == t.get(k) for k in ("transfer_group", "destination") if k in request.query)
+            and t.get("_visible_at", 0) <= now
+            and t["created"] >= created_gte
         ]
+        after = request.query.get("starting_after")
+        if after is not None:
+            ids = [t["id"] for t in matches]
+            matches = matches[ids.index(after) + 1 :] if after in ids else []
         return web.json_response(
             {
                 "object": "list",
@@ -372,9 +477,9 @@ class ProviderFake:
                 return web.json_response(_public_transfer(transfer))
         return _stripe_error(404, "invalid_request_error", "resource_missing", "No such transfer.")
 
-    async def _read_fault(self, provider: str) -> web.Response | None:
+    async def _read_fault(self, provider: str, payout_id: str | None = None) -> web.Response | None:
         """Faults on read-only lookups: nothing to execute, only errors and lost answers."""
-        fault = self._take_fault(provider, "lookup")
+        fault = self._take_fault(provider, "lookup", payout_id)
         if fault.mode in ("server_error", "execute_then_500"):
             return web.json_response({"error": {"type": "api_error"}}, status=500)
         if fault.mode == "rate_limited":
@@ -405,9 +510,9 @@ class ProviderFake:
             return body, _wise_errors(400, "error.body", "Request body must be a JSON object", None)
         return body, None
 
-    async def _wise_step_fault(self, step: str) -> tuple[Fault, web.Response | None]:
+    async def _wise_step_fault(self, step: str, ctid: str | None = None) -> tuple[Fault, web.Response | None]:
         """The pre-execution part of a fault: refuse, fail or throttle without executing."""
-        fault = self._take_fault("wise", step)
+        fault = self._take_fault("wise", step, ctid)
         if fault.mode == "decline":
             return fault, _wise_errors(422, _WISE_DECLINE_CODE[step], "Declined by the fake.", None)
         if fault.mode == "reject" and step != "fund":
@@ -464,6 +569,7 @@ class ProviderFake:
             "details": dict(details),
         }
         self._recipients[recipient_id] = recipient
+        self.wise_objects_created["recipient"] += 1
         return await self._wise_finish(fault, recipient)
 
     async def _wise_quote(self, request: web.Request) -> web.Response:
@@ -499,8 +605,10 @@ class ProviderFake:
             "profile": int(request.match_info["profile_id"]),
             "status": "PENDING",
             "rateType": "FIXED",
+            "expirationTime": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() + 1800)),
         }
         self._quotes[quote["id"]] = quote
+        self.wise_objects_created["quote"] += 1
         return await self._wise_finish(fault, quote)
 
     async def _wise_transfer(self, request: web.Request) -> web.Response:
@@ -517,7 +625,7 @@ class ProviderFake:
         quote = self._quotes.get(str(body.get("quoteUuid")))
         if quote is None:
             return _wise_errors(422, "NOT_VALID", "Unknown quoteUuid", "quoteUuid")
-        fault, refused = await self._wise_step_fault("transfer")
+        fault, refused = await self._wise_step_fault("transfer", ctid)
         if refused is not None:
             return refused
         existing = self._wise_by_ctid.get(ctid)
@@ -549,6 +657,7 @@ class ProviderFake:
         }
         self.transfers["wise"].append(transfer)
         self._wise_by_ctid[ctid] = transfer
+        self.wise_objects_created["transfer"] += 1
         return await self._wise_finish(fault, _public_transfer(transfer))
 
     async def _wise_fund(self, request: web.Request) -> web.Response:
@@ -565,7 +674,7 @@ class ProviderFake:
             return _wise_errors(422, "balance.payment-option-unavailable", "Only BALANCE is faked", "type")
         if transfer["status"] != "incoming_payment_waiting":
             return _wise_errors(422, "transfer.invalid-state", "Transfer cannot be funded", None)
-        fault, refused = await self._wise_step_fault("fund")
+        fault, refused = await self._wise_step_fault("fund", transfer["customerTransactionId"])
         if refused is not None:
             return refused
         if fault.mode == "reject":
@@ -574,6 +683,8 @@ class ProviderFake:
             )
         transfer["status"] = "processing"
         transfer["_funded"] = True
+        if fault.visible_after:
+            transfer["_visible_at"] = time.time() + fault.visible_after
         return await self._wise_finish(fault, {"type": "BALANCE", "status": "COMPLETED", "errorCode": None})
 
     async def _wise_get(self, request: web.Request) -> web.Response:
@@ -581,12 +692,16 @@ class ProviderFake:
         self._record("wise", request, f"/v1/transfers/{transfer_id}", None)
         if (denied := self._wise_auth_error(request)) is not None:
             return denied
-        if (faulted := await self._read_fault("wise")) is not None:
-            return faulted
         transfer = self._wise_transfer_by_id(transfer_id)
+        ctid = transfer["customerTransactionId"] if transfer is not None else None
+        if (faulted := await self._read_fault("wise", ctid)) is not None:
+            return faulted
         if transfer is None:
             return _wise_errors(404, "transfer.not-found", "Transfer not found", None)
-        return _exact_json(_public_transfer(transfer))
+        public = _public_transfer(transfer)
+        if transfer.get("_visible_at", 0) > time.time():
+            public["status"] = "incoming_payment_waiting"  # late visibility: the funding is not shown yet
+        return _exact_json(public)
 
     async def _wise_list(self, request: web.Request) -> web.Response:
         # Like Wise: filters by status/currency, NOT by customerTransactionId.
@@ -685,6 +800,13 @@ def _stripe_transfer(params: dict[str, list[str]]) -> dict[str, Any]:
         "source_type": "card",
         "transfer_group": one("transfer_group"),
     }
+
+
+def _uuid_or_none(value: str | None) -> str | None:
+    try:
+        return str(uuid.UUID(value)) if value else None
+    except ValueError:
+        return None
 
 
 def _wise_errors(status: int, code: str, message: str, path: str | None) -> web.Response:

@@ -34,6 +34,7 @@ from tests.stack import ARTIFACTS, Process, admin_headers, eventually, free_port
 STRIPE_KEY = "sk_test_fake_provider"
 WISE_TOKEN = "wise-test-token-not-real"
 CLIENT_TIMEOUT = 2.0
+SETTLE_SECONDS = 5.0
 
 
 class Http:
@@ -88,6 +89,10 @@ def money_env(fake, run_id):
         WISE_TOKEN=WISE_TOKEN,
         WISE_PROFILE_ID="4242",
         PAYOUT_PROVIDER_TIMEOUT_SECONDS=str(CLIENT_TIMEOUT),
+        PAYOUT_SETTLE_SECONDS=str(SETTLE_SECONDS),
+        PAYOUT_INLINE_UNKNOWN_ROUNDS="1",
+        PAYOUT_RESOLVER_POLL_SECONDS="0.5",
+        PAYOUT_RESOLVER_MAX_BACKOFF_SECONDS="2",
         METRICS_PORT=str(free_port()),
         WEB_PORT=str(free_port()),
     )
@@ -158,7 +163,15 @@ async def ledger_count(engine, offer_id: str) -> int:
 
 
 async def paid_offer_setup(money, **onboard_kwargs) -> tuple[str, str, str]:
-    creator_id, recipient_id = await onboard(money["client"], **onboard_kwargs)
+    # One creator for the module (the web rate-limits recipient creation per caller).
+    if onboard_kwargs or "creator" not in money:
+        onboarded = await onboard(money["client"], **onboard_kwargs)
+        if onboard_kwargs:
+            creator_id, recipient_id = onboarded
+        else:
+            money["creator"] = onboarded
+    if not onboard_kwargs:
+        creator_id, recipient_id = money["creator"]
     offer_id = await accepted_offer(money["client"], money["engine"], creator_id)
     return creator_id, recipient_id, offer_id
 
@@ -352,6 +365,322 @@ async def test_worker_killed_mid_payout_resumes_without_paying_twice(money, fake
         )
         assert successes == 1
         assert (await check_ledger(conn)).ok
+
+
+# --- ambiguity, parking, drivers and crashes (issue 9) ----------------------------------------
+
+
+async def stripe_keys(fake, payout_id: str) -> set[str]:
+    return {
+        r.headers.get("Idempotency-Key", "")
+        for r in fake.requests
+        if r.provider == "stripe" and r.method == "POST" and r.body.get("transfer_group") == [payout_id]
+    }
+
+
+async def test_a_5xx_whose_transfer_shows_up_late_is_found_and_never_paid_again(money, fake) -> None:
+    """Stripe documents a 500 as indeterminate: the transfer executes, the answer is a 500
+    (replayed for the same key), and the transfer becomes visible only later. Within the
+    settle window the payout keeps looking and never uses a fresh key."""
+    _, recipient_id, offer_id = await paid_offer_setup(money)
+    payout_id = payout_id_for(offer_id)
+    fake.set_mode("stripe", "execute_then_500", times=1, visible_after=SETTLE_SECONDS - 2, payout_id=payout_id)
+    await request_payout(money["client"], offer_id, recipient_id)
+    await wait_status(money["engine"], offer_id, "paid", timeout=60)
+    assert fake.executed_count(payout_id) == 1
+    assert await stripe_keys(fake, payout_id) == {f"spacemusic-payout-{payout_id}"}
+    assert await ledger_count(money["engine"], offer_id) == 1
+
+
+async def test_a_timeout_then_409_while_in_flight_keeps_the_same_key(money, fake) -> None:
+    """A timed-out request still being processed: the lookup sees nothing yet, the retry with
+    the same key gets 409 (key in use), later the same key returns the stored success."""
+    _, recipient_id, offer_id = await paid_offer_setup(money)
+    payout_id = payout_id_for(offer_id)
+    fake.set_mode("stripe", "execute_then_timeout", times=1, hang_seconds=5, visible_after=30, payout_id=payout_id)
+    await request_payout(money["client"], offer_id, recipient_id)
+    await wait_status(money["engine"], offer_id, "paid", timeout=60)
+    assert fake.executed_count(payout_id) == 1
+    assert await stripe_keys(fake, payout_id) == {f"spacemusic-payout-{payout_id}"}
+    async with money["engine"].connect() as conn:
+        reasons = (
+            await conn.execute(select(payout_attempts.c.failure_reason).where(payout_attempts.c.payout_id == payout_id))
+        ).scalars()
+        assert "idempotency_conflict" in set(reasons)
+    assert not [r for r in fake.requests if r.provider == "wise"]
+
+
+async def test_a_parked_payout_does_not_delay_the_next_deals_payout(money, fake) -> None:
+    _, recipient_a, offer_a = await paid_offer_setup(money)
+    payout_a = payout_id_for(offer_a)
+    fake.set_mode("stripe", "server_error", payout_id=payout_a)  # sticky, only for deal A
+    await request_payout(money["client"], offer_a, recipient_a)
+
+    async def parked() -> bool:
+        row = await payout_row(money["engine"], payout_a)
+        return row is not None and row["phase"] == "parked"
+
+    await eventually(parked, timeout=30, what="deal A parked")
+    _, recipient_b, offer_b = await paid_offer_setup(money)
+    await request_payout(money["client"], offer_b, recipient_b)
+    await wait_status(money["engine"], offer_b, "paid", timeout=30)
+    row_a = await payout_row(money["engine"], payout_a)
+    assert row_a["phase"] in ("parked", "stripe_unknown", "stripe_pending") and row_a["parked_from"] == "STRIPE"
+    assert fake.executed_count(payout_a) == 0
+
+    async def gauge() -> bool:
+        return counter(await metrics(money), "spacemusic_payouts_parked", phase="parked") >= 1
+
+    await eventually(gauge, timeout=30, what="parked gauge")
+    listed = await asyncio.to_thread(_cli, money["env"], "payouts", "list", "--stuck", "--json")
+    assert payout_a in listed
+    fake.set_mode("stripe", "ok")  # the provider recovers: the resolver finishes deal A
+    await wait_status(money["engine"], offer_a, "paid", timeout=60)
+    assert fake.executed_count(payout_a) == 1 and await ledger_count(money["engine"], offer_a) == 1
+
+
+def _cli(env: dict[str, str], *args: str) -> str:
+    import subprocess
+
+    from tests.stack import SPACEMUSIC
+
+    done = subprocess.run([SPACEMUSIC, *args], env=env, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
+async def test_terminal_phases_are_immutable_in_the_database(money, fake) -> None:
+    from sqlalchemy import update
+    from sqlalchemy.exc import DBAPIError
+
+    _, recipient_id, offer_id = await paid_offer_setup(money)
+    await request_payout(money["client"], offer_id, recipient_id)
+    await wait_status(money["engine"], offer_id, "paid")
+    payout_id = payout_id_for(offer_id)
+    for change in ({"phase": "stripe_unknown"}, {"provider_reference": "tr_other"}, {"amount_minor": 1}):
+        with pytest.raises(DBAPIError, match="terminal"):
+            async with money["engine"].begin() as conn:
+                await conn.execute(update(payouts).where(payouts.c.payout_id == payout_id).values(**change))
+    with pytest.raises(DBAPIError, match="terminal"):
+        async with money["engine"].begin() as conn:
+            await conn.execute(payouts.delete().where(payouts.c.payout_id == payout_id))
+    assert (await payout_row(money["engine"], payout_id))["phase"] == "succeeded"
+
+
+async def test_wise_objects_are_created_once_and_lookups_create_nothing(money, fake) -> None:
+    _, recipient_id, offer_id = await paid_offer_setup(money)
+    payout_id = payout_id_for(offer_id)
+    fake.set_mode("stripe", "decline", payout_id=payout_id)
+    fake.set_mode("wise", "execute_then_500", times=1, visible_after=3, payout_id=payout_id)
+    await request_payout(money["client"], offer_id, recipient_id)
+    await wait_status(money["engine"], offer_id, "paid", timeout=60)
+    assert fake.executed_count(payout_id, "wise") == 1 and fake.executed_count(payout_id, "stripe") == 0
+    assert fake.wise_objects_created["quote"] == 1 and fake.wise_objects_created["transfer"] == 1
+    assert fake.wise_objects_created["recipient"] <= 1  # reused across payouts of this recipient
+    posts = [r.path for r in fake.requests if r.provider == "wise" and r.method == "POST"]
+    assert posts.count("/v1/accounts") <= 1 and posts.count("/v1/transfers") == 1
+
+
+async def test_two_payouts_workers_in_two_groups_pay_once(money, fake) -> None:
+    """The `all` role worker of this module plus a `--role payouts` worker (its own consumer
+    group) both receive every request: one drives, the other finds the payout taken."""
+    env = {**money["env"], "METRICS_PORT": str(free_port())}
+    second = Process("payout-worker-split", env, "worker", "--role", "payouts")
+    try:
+        await asyncio.to_thread(second.wait_for_log, '"partitions_assigned"', 90)
+        offers_ = []
+        for _ in range(3):
+            _, recipient_id, offer_id = await paid_offer_setup(money)
+            fake.set_mode("stripe", "execute_then_timeout", times=1, hang_seconds=3, payout_id=payout_id_for(offer_id))
+            await request_payout(money["client"], offer_id, recipient_id)
+            offers_.append(offer_id)
+        for offer_id in offers_:
+            await wait_status(money["engine"], offer_id, "paid", timeout=60)
+        await asyncio.sleep(3)
+        for offer_id in offers_:
+            payout_id = payout_id_for(offer_id)
+            assert fake.executed_count(payout_id) == 1
+            assert (await payout_row(money["engine"], payout_id))["phase"] == "succeeded"
+            assert await ledger_count(money["engine"], offer_id) == 1
+        assert '"payout_driven_elsewhere"' in second.output() + money["worker"].proc.output()
+    finally:
+        second.stop()
+
+
+class Crash(BaseException):
+    """The worker dies here (BaseException: nothing in the runner catches it)."""
+
+
+CRASH_POINTS = [
+    ("after:intent", "ok"),
+    ("after:stripe_pending", "ok"),
+    ("after_call:STRIPE", "ok"),
+    ("after:succeeded", "ok"),
+    ("after:stripe_unknown", "stripe_5xx"),
+    ("after:parked", "stripe_5xx"),
+    ("after:stripe_failed", "stripe_declines"),
+    ("after:wise_pending", "stripe_declines"),
+    ("after_call:WISE", "stripe_declines"),
+    ("after:wise_unknown", "wise_lost"),
+    ("after:failed", "both_decline"),
+]
+
+
+@pytest.mark.parametrize(("where", "scenario"), CRASH_POINTS)
+async def test_a_crash_at_every_phase_boundary_resumes_to_one_transfer(money, fake, where, scenario) -> None:
+    from agents.payouts import PayoutRunner
+    from infra.avro import codec_from_settings
+    from infra.crypto import RecipientVault
+    from infra.kafka import EventPublisher
+    from infra.providers import StripeClient, WiseClient
+
+    creator_id, recipient_id, offer_id = await paid_offer_setup(money)
+    payout_id = payout_id_for(offer_id)
+    if scenario == "stripe_5xx":
+        fake.set_mode("stripe", "server_error", times=1, payout_id=payout_id)
+    elif scenario in ("stripe_declines", "wise_lost", "both_decline"):
+        fake.set_mode("stripe", "decline", payout_id=payout_id)
+    if scenario == "wise_lost":
+        fake.set_mode("wise", "execute_then_500", times=1, payout_id=payout_id)
+    if scenario == "both_decline":
+        fake.set_mode("wise", "decline", step="transfer", payout_id=payout_id)
+    settings = money["settings"]
+    publisher = EventPublisher(settings, codec_from_settings(settings))
+    await publisher.start()
+    stripe = StripeClient(fake.stripe_url, STRIPE_KEY, CLIENT_TIMEOUT)
+    wise = WiseClient(fake.wise_url, WISE_TOKEN, "4242", CLIENT_TIMEOUT)
+    crashed: list[str] = []
+
+    def die(point: str, _payout_id: str) -> None:
+        if point == where and not crashed:
+            crashed.append(point)
+            raise Crash(point)
+
+    runner = PayoutRunner(
+        money["engine"],
+        publisher,
+        RecipientVault.from_settings(settings),
+        stripe,
+        wise,
+        settle_seconds=SETTLE_SECONDS,
+        inline_unknown_rounds=1,
+        checkpoint=die,
+    )
+    d = await deal(money["engine"], offer_id)
+    requested = PayoutRequested(
+        event_id=str(uuid.uuid4()),
+        offer_id=offer_id,
+        creator_id=creator_id,
+        occurred_at=datetime.now(UTC),
+        correlation_id="crash-test",
+        payout_id=payout_id,
+        recipient_id=recipient_id,
+        amount_minor=d["advance_minor"],
+        currency="EUR",
+        requested_by="test",
+    )
+    try:
+        with pytest.raises(Crash):
+            await runner.handle(requested)
+        assert crashed == [where]
+        # The successor: the module's worker (its resolver adopts the orphan) or this
+        # redelivery, whichever gets the payout first.
+        for _ in range(3):
+            await runner.handle(requested)
+            row = await payout_row(money["engine"], payout_id)
+            if row["phase"] in ("succeeded", "failed"):
+                break
+            await asyncio.sleep(SETTLE_SECONDS / 2)
+        expected = "payout_failed" if scenario == "both_decline" else "paid"
+        await wait_status(money["engine"], offer_id, expected, timeout=60)
+        assert fake.executed_count(payout_id) == (0 if scenario == "both_decline" else 1)
+        assert await ledger_count(money["engine"], offer_id) == (0 if scenario == "both_decline" else 1)
+        async with money["engine"].connect() as conn:
+            assert (await check_ledger(conn)).ok
+    finally:
+        await publisher.stop()
+        await stripe.aclose()
+        await wise.aclose()
+
+
+async def test_reconcile_finds_one_planted_drift_of_each_kind_and_is_clean_otherwise(money, fake) -> None:
+    import subprocess
+    from datetime import timedelta
+
+    from sqlalchemy import insert
+
+    from tests.stack import SPACEMUSIC
+
+    def reconcile_cli(since: datetime) -> tuple[int, list[dict]]:
+        import json
+
+        done = subprocess.run(
+            [SPACEMUSIC, "reconcile", "--since", since.isoformat(), "--json"],
+            env=money["env"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        return done.returncode, [json.loads(line) for line in done.stdout.splitlines() if line.strip()]
+
+    since = datetime.now(UTC) - timedelta(seconds=2)
+    creator_id, recipient_id, stripe_offer = await paid_offer_setup(money)
+    await request_payout(money["client"], stripe_offer, recipient_id)
+    _, _, wise_offer = await paid_offer_setup(money)
+    fake.set_mode("stripe", "decline", payout_id=payout_id_for(wise_offer))
+    await request_payout(money["client"], wise_offer, recipient_id)
+    _, _, failed_offer = await paid_offer_setup(money)
+    fake.set_mode("stripe", "decline", payout_id=payout_id_for(failed_offer))
+    fake.set_mode("wise", "decline", step="transfer", payout_id=payout_id_for(failed_offer))
+    await request_payout(money["client"], failed_offer, recipient_id)
+    await wait_status(money["engine"], stripe_offer, "paid")
+    await wait_status(money["engine"], wise_offer, "paid")
+    await wait_status(money["engine"], failed_offer, "payout_failed")
+    code, drifts = await asyncio.to_thread(reconcile_cli, since)
+    assert (code, drifts) == (0, [])
+
+    paid = await payout_row(money["engine"], payout_id_for(stripe_offer))
+    via_wise = await payout_row(money["engine"], payout_id_for(wise_offer))
+    failed = await payout_row(money["engine"], payout_id_for(failed_offer))
+    fake.plant_stripe_transfer(paid["payout_id"], paid["amount_minor"], "EUR", STRIPE_ACCOUNT)  # two for one
+    fake.plant_stripe_transfer(failed["payout_id"], failed["amount_minor"] + 1, "EUR", STRIPE_ACCOUNT)  # not posted
+    fake.plant_stripe_transfer(via_wise["payout_id"], via_wise["amount_minor"], "USD", STRIPE_ACCOUNT)  # currency
+    fake.plant_stripe_transfer(str(uuid.uuid4()), 100, "EUR", STRIPE_ACCOUNT)  # nobody's
+    fake.bounce_wise_transfer(via_wise["provider_reference"])  # bounced after it was counted as paid
+    async with money["engine"].begin() as conn:  # a success the provider never saw
+        await conn.execute(
+            insert(payouts).values(
+                payout_id=str(uuid.uuid4()),
+                offer_id=str(uuid.uuid4()),
+                creator_id=creator_id,
+                recipient_id=recipient_id,
+                amount_minor=500,
+                currency="EUR",
+                phase="succeeded",
+                provider="STRIPE",
+                provider_reference="tr_ghost",
+                requested_event_id=str(uuid.uuid4()),
+                correlation_id="planted",
+                completed_at=datetime.now(UTC),
+                outcome_published_at=datetime.now(UTC),
+            )
+        )
+    code, drifts = await asyncio.to_thread(reconcile_cli, since)
+    kinds = {d["kind"] for d in drifts}
+    assert code == 1
+    assert kinds == {
+        "duplicate_transfers",
+        "missing_in_ledger",
+        "amount_mismatch",
+        "currency_mismatch",
+        "unknown_transfer",
+        "returned_after_paid",
+        "missing_at_provider",
+    }, drifts
+    by_kind = {d["kind"]: d for d in drifts}
+    assert by_kind["missing_in_ledger"]["payout_id"] == failed["payout_id"]
+    assert by_kind["returned_after_paid"]["payout_id"] == via_wise["payout_id"]
+    assert by_kind["missing_at_provider"]["reference"] == "tr_ghost"
 
 
 async def test_no_recipient_detail_in_kafka_or_logs(money) -> None:

@@ -229,7 +229,7 @@ async def test_a_client_in_another_process_is_steered_over_http(fake: ProviderFa
     payout_id = str(uuid.uuid4())
     await http.post(
         f"{fake.url}/_control",
-        json={"provider": "stripe", "mode": "execute_then_timeout", "times": 1, "hang_seconds": 3},
+        json={"provider": "stripe", "mode": "execute_then_timeout", "times": 1, "hang_seconds": 1},
     )
     script = f"""
 import asyncio, json
@@ -240,6 +240,7 @@ async def main():
     async with StripeClient({fake.stripe_url!r}, "sk_test_child", timeout=0.5) as client:
         first = await client.transfer(req)
         found = await client.lookup(req)
+        await asyncio.sleep(1.2)  # while the first request runs, the same key answers 409
         again = await client.transfer(req)
     print(json.dumps([str(first.status), str(found.status), str(again.status), found.reference == again.reference]))
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import socket
 import uuid
@@ -129,6 +130,10 @@ async def test_lost_response_is_unknown_and_lookup_finds_the_executed_transfer(
     found = await stripe.lookup(req)
     assert found is not None and found.status is TransferStatus.SUCCEEDED and found.reference == executed[0]["id"]
     assert fake.requests[-1].query == {"transfer_group": req.payout_id, "limit": "1"}
+    # While the first request is still being processed, the same key answers 409 (unknown).
+    in_flight = await stripe.transfer(req)
+    assert in_flight.status is TransferStatus.UNKNOWN and in_flight.failure_reason == "idempotency_conflict"
+    await asyncio.sleep(2.2)  # the fake's first request finishes
     # Retrying with the same key is safe: Stripe answers with the stored success.
     retried = await stripe.transfer(req)
     assert retried.status is TransferStatus.SUCCEEDED and retried.reference == executed[0]["id"]

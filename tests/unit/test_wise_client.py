@@ -172,10 +172,35 @@ def test_customer_transaction_id_is_a_stable_uuid5_of_the_payout() -> None:
 
 
 async def test_every_attempt_sends_the_same_customer_transaction_id(api: respx.MockRouter, wise: WiseClient) -> None:
-    await wise.transfer(request())
+    api.routes["transfer"].mock(side_effect=[_timeout, httpx.Response(200, json=transfer_body())])
+    assert (await wise.transfer(request())).failure_reason == "transfer_timeout"
     await wise.transfer(request())
     sent = {body_of(api.routes["transfer"], i)["customerTransactionId"] for i in range(2)}
     assert sent == {customer_transaction_id(PAYOUT_ID)}
+
+
+async def test_wise_objects_are_created_once_and_reused(api: respx.MockRouter, wise: WiseClient) -> None:
+    """One recipient per recipient and currency, one quote while it is valid, one transfer per
+    payout: a second attempt reads the stored transfer instead of creating anything."""
+    api.routes["fund"].mock(
+        side_effect=[_timeout] + [httpx.Response(200, json={"type": "BALANCE", "status": "COMPLETED"})] * 2
+    )
+    api.routes["status"].respond(200, json=transfer_body())  # the lost funding never landed
+    assert (await wise.transfer(request())).failure_reason == "fund_timeout"
+    assert (await wise.transfer(request())).succeeded
+    assert [api.routes[n].call_count for n in ("recipient", "quote", "transfer", "fund")] == [1, 1, 1, 2]
+    other = request(payout_id=str(uuid.uuid4()))
+    assert (await wise.transfer(other)).succeeded
+    assert api.routes["recipient"].call_count == 1  # same destination and currency: reused
+    assert api.routes["quote"].call_count == 2  # quotes are per payout
+
+
+async def test_an_expired_quote_is_refreshed_before_the_transfer(api: respx.MockRouter, wise: WiseClient) -> None:
+    api.routes["quote"].respond(200, json={"id": QUOTE_ID, "expirationTime": "2020-01-01T00:00:00Z"})
+    api.routes["transfer"].mock(side_effect=[_timeout, httpx.Response(200, json=transfer_body())])
+    await wise.transfer(request())
+    await wise.transfer(request())
+    assert api.routes["quote"].call_count == 2
 
 
 async def test_an_already_funded_transfer_is_not_funded_again(api: respx.MockRouter, wise: WiseClient) -> None:
@@ -207,7 +232,7 @@ async def test_funding_twice_resolves_through_the_transfer_status(api: respx.Moc
     assert result.status is TransferStatus.SUCCEEDED and api.routes["status"].called
 
     api.routes["status"].respond(503)
-    result = await wise.transfer(request())
+    result = await wise.transfer(request(payout_id=str(uuid.uuid4())))
     assert result.status is TransferStatus.UNKNOWN and result.reference == str(TRANSFER_ID)
 
 
@@ -266,7 +291,7 @@ async def test_rate_limit_is_retried_then_reported_unknown(api: respx.MockRouter
 
     api.routes["quote"].side_effect = None
     api.routes["quote"].respond(429)
-    result = await wise.transfer(request())
+    result = await wise.transfer(request(payout_id=str(uuid.uuid4())))
     assert result.status is TransferStatus.UNKNOWN and result.failure_reason == "quote_rate_limited"
     assert api.routes["quote"].call_count == 2 + 3
 
@@ -280,28 +305,43 @@ async def test_rate_limit_is_retried_then_reported_unknown(api: respx.MockRouter
         ("incoming_payment_initiated", TransferStatus.UNKNOWN),
     ],
 )
-async def test_lookup_recreates_the_transfer_and_reads_its_status(
+async def test_lookup_reads_the_stored_transfer_and_creates_nothing(
     api: respx.MockRouter, wise: WiseClient, status: str, expected: TransferStatus
 ) -> None:
-    api.routes["transfer"].respond(200, json=transfer_body(status))
+    api.routes["fund"].mock(side_effect=_timeout)
+    await wise.transfer(request())  # the transfer id is stored before funding
+    created = [api.routes[n].call_count for n in ("recipient", "quote", "transfer")]
+    api.routes["status"].respond(200, json=transfer_body(status))
     found = await wise.lookup(request())
     assert found is not None and found.status is expected and found.reference == str(TRANSFER_ID)
-    assert body_of(api.routes["transfer"])["customerTransactionId"] == customer_transaction_id(PAYOUT_ID)
-    assert not api.routes["fund"].called  # a lookup never moves money
+    assert [api.routes[n].call_count for n in ("recipient", "quote", "transfer")] == created
+    assert api.routes["fund"].call_count == 1  # a lookup never moves money
+
+
+async def test_lookup_without_a_stored_transfer_is_not_found_and_sends_nothing(
+    api: respx.MockRouter, wise: WiseClient
+) -> None:
+    assert await wise.lookup(request()) is None
+    assert not any(route.called for route in api.routes)
 
 
 async def test_lookup_of_an_unfunded_transfer_is_not_found(api: respx.MockRouter, wise: WiseClient) -> None:
+    api.routes["fund"].respond(500)
+    await wise.transfer(request())
+    api.routes["status"].respond(200, json=transfer_body())
     assert await wise.lookup(request()) is None
-    assert not api.routes["fund"].called
+    assert api.routes["fund"].call_count == 1
 
 
 async def test_a_failed_lookup_is_unknown_never_not_found(api: respx.MockRouter, wise: WiseClient) -> None:
-    api.routes["transfer"].mock(side_effect=_timeout)
+    api.routes["fund"].respond(500)
+    await wise.transfer(request())
+    api.routes["status"].mock(side_effect=_timeout)
     found = await wise.lookup(request())
     assert found is not None and found.status is TransferStatus.UNKNOWN
-    assert found.failure_reason == "lookup_transfer_timeout"
+    assert found.failure_reason == "lookup_status_timeout"
 
-    api.routes["transfer"].mock(side_effect=None, return_value=httpx.Response(422, json={"errors": [{"code": "x"}]}))
+    api.routes["status"].mock(side_effect=None, return_value=httpx.Response(404, json={"errors": [{"code": "x"}]}))
     found = await wise.lookup(request())
     assert found is not None and found.status is TransferStatus.UNKNOWN  # a refusal here proves nothing
 
