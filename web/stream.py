@@ -19,6 +19,7 @@ from infra.metrics import SSE_CLIENTS, SSE_EVENTS_SENT
 from projections.queries import changes_after
 from web.auth.permissions import CREATOR_SCOPE
 from web.contract import MAX_SEQ
+from web.feed import TICK, Broadcast
 from web.keys import ENGINE, FEED, SETTINGS
 
 BACKFILL_BATCH = 500
@@ -44,8 +45,23 @@ def stream_filter(request: web.Request) -> str | None:
     return request.get(CREATOR_SCOPE)
 
 
+# Below this many bytes waiting in the socket's buffer a write returns at once, so it needs
+# no send timeout (a timer per stream per event is most of a fan-out's CPU; see
+# docs/performance.md). A client that lets more pile up gets aiohttp_sse's timed send, which
+# aborts a stalled connection.
+FAST_WRITE_BUFFER = 16 * 1024
+
+
 async def _send(resp: EventSourceResponse, change: dict[str, Any]) -> None:
     await resp.send(json.dumps(change, separators=(",", ":")), id=str(change["seq"]), event="deal")
+    SSE_EVENTS_SENT.inc()
+
+
+async def _send_broadcast(resp: EventSourceResponse, transport: Any, item: Broadcast) -> None:
+    if transport is not None and transport.get_write_buffer_size() < FAST_WRITE_BUFFER:
+        await resp.write(item.frame())
+    else:
+        await resp.send(item.data, id=str(item.change["seq"]), event="deal")
     SSE_EVENTS_SENT.inc()
 
 
@@ -62,7 +78,7 @@ async def deals_stream(request: web.Request) -> web.StreamResponse:
         await resp.prepare(request)
         await resp.send(json.dumps({"head": feed.head, "resume_from": last}), event="ready")
         last = await _backfill(resp, engine, last, creator)
-        await _relay(resp, subscription, engine, last, creator, heartbeat)
+        await _relay(resp, request.transport, subscription, engine, last, creator, heartbeat)
     except (ConnectionResetError, ConnectionError):
         pass  # the client went away; nothing to answer
     finally:
@@ -76,30 +92,51 @@ async def deals_stream(request: web.Request) -> web.StreamResponse:
 
 
 async def _relay(
-    resp: EventSourceResponse, subscription: Any, engine: Any, last: int, creator: str | None, heartbeat: float
+    resp: EventSourceResponse,
+    transport: Any,
+    subscription: Any,
+    engine: Any,
+    last: int,
+    creator: str | None,
+    heartbeat: float,
 ) -> None:
     """Live changes from the feed until the client leaves or the feed stops; after an
     overflow the gap is served from Postgres again."""
-    while resp.is_connected():
-        try:
-            # Bounded wait, so a client that left while nothing changed is noticed
-            # (the heartbeat fails) and its subscription released.
-            change = await asyncio.wait_for(subscription.queue.get(), timeout=heartbeat)
-        except TimeoutError:
-            continue
-        if change is None:
-            return
-        if subscription.overflowed:
-            subscription.overflowed = False
-            while not subscription.queue.empty():
-                subscription.queue.get_nowait()
-            last = await _backfill(resp, engine, last, creator)
-            continue
-        if change["seq"] <= last:
-            continue
-        last = change["seq"]
-        if creator is None or change["deal"].get("creator_id") == creator:
-            await _send(resp, change)
+    loop = asyncio.get_running_loop()
+    ticker: asyncio.TimerHandle | None = None
+
+    def tick() -> None:
+        # Once per heartbeat, so a client that left while nothing changed is noticed (the
+        # heartbeat ping fails, is_connected() turns False) and its subscription released.
+        # One timer per stream per heartbeat, not one per event as a bounded get() costs.
+        nonlocal ticker
+        if not subscription.queue.full():
+            subscription.queue.put_nowait(TICK)
+        ticker = loop.call_later(heartbeat, tick)
+
+    ticker = loop.call_later(heartbeat, tick)
+    try:
+        while resp.is_connected():
+            item = await subscription.queue.get()
+            if item is TICK:
+                continue
+            if item is None:
+                return
+            if subscription.overflowed:
+                subscription.overflowed = False
+                while not subscription.queue.empty():
+                    subscription.queue.get_nowait()
+                last = await _backfill(resp, engine, last, creator)
+                continue
+            change = item.change
+            if change["seq"] <= last:
+                continue
+            last = change["seq"]
+            if creator is None or change["deal"].get("creator_id") == creator:
+                await _send_broadcast(resp, transport, item)
+    finally:
+        if ticker is not None:
+            ticker.cancel()
 
 
 async def _backfill(resp: EventSourceResponse, engine: Any, last: int, creator: str | None) -> int:
