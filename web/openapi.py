@@ -154,9 +154,10 @@ def _operation(route: Route) -> dict[str, Any]:
 def _auth_operation(path: str, summary: str, cookie: bool) -> dict[str, Any]:
     name = path.strip("/").replace("/", "_").replace("-", "_")
     security = [{"bearer": []}, {"session": []}] if cookie else [{"bearer": []}]
+    responses: dict[str, Any] = {"200": {"description": summary, "content": _json({"type": "object"})}}
     if path == "/auth/logout":
         security = []
-    responses = {"200": {"description": summary, "content": _json({"type": "object"})}}
+        responses = {"204": {"description": summary + " (and revoke the server-side session)"}}
     if security:
         responses["401"] = _error(401)
     return {"operationId": name, "summary": summary, "security": security, "responses": responses}
