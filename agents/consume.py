@@ -261,24 +261,8 @@ async def consume_batches(
             await queue.put(event)
 
     pumping = asyncio.create_task(pump(), name=f"{consumer.name}-pump")
-    loop = asyncio.get_running_loop()
     try:
-        while True:
-            first = await _first(queue, pumping)
-            if first is _ENDED:
-                return  # the worker is stopping
-            batch = [first]
-            while len(batch) < max_batch and not queue.empty():
-                batch.append(queue.get_nowait())
-            deadline = loop.time() + within
-            while len(batch) < max_batch:
-                remaining = deadline - loop.time()
-                if remaining <= 0:
-                    break
-                try:
-                    batch.append(await asyncio.wait_for(queue.get(), timeout=remaining))
-                except TimeoutError:
-                    break
+        while (batch := await _take(queue, pumping, max_batch, within)) is not None:
             await consumer.process_batch([from_faust(e.message) for e in batch], handler)
             for event in batch:
                 await unacked.ack(event)
@@ -286,6 +270,27 @@ async def consume_batches(
         pumping.cancel()
         with contextlib.suppress(asyncio.CancelledError, Exception):
             await pumping
+
+
+async def _take(
+    queue: asyncio.Queue[Any], pumping: asyncio.Task[None], max_batch: int, within: float
+) -> list[Any] | None:
+    """The next batch: the first message (waiting as long as it takes), what queued up
+    meanwhile, then whatever arrives within ``within``. None when the stream stopped."""
+    first = await _first(queue, pumping)
+    if first is _ENDED:
+        return None
+    batch = [first]
+    while len(batch) < max_batch and not queue.empty():
+        batch.append(queue.get_nowait())
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + within
+    while len(batch) < max_batch and (remaining := deadline - loop.time()) > 0:
+        try:
+            batch.append(await asyncio.wait_for(queue.get(), timeout=remaining))
+        except TimeoutError:
+            break
+    return batch
 
 
 _ENDED = object()

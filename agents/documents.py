@@ -115,54 +115,52 @@ async def _bounded(items: Sequence[T], work: Callable[[T], Awaitable[R]]) -> lis
 
 
 def register(app: Any) -> None:
-    settings = app.settings
+    register_termsheets(app)
+    register_receipts(app)
 
+
+def register_termsheets(app: Any) -> None:
     @app.agent(app.lifecycle_topics.of(OfferValuated), name="termsheets", concurrency=1)
     async def termsheets_agent(stream: Any) -> None:
         resources = app.resources
 
         async def issue(valued: OfferValuated) -> TermsheetGenerated:
             with event_log_context(valued):
-                return await _termsheet(valued)
-
-        async def _termsheet(valued: OfferValuated) -> TermsheetGenerated:
-            async with resources.engine.connect() as conn:
-                creator = await get_creator(conn, valued.creator_id)
-            data = termsheet_data(valued, creator["display_name"] if creator else None)
-            stored = await produce_termsheet(resources.documents, data)
-            log.info("termsheet_issued", offer_id=valued.offer_id, key=stored.key, created=stored.created)
-            return termsheet_issued(valued, stored, datetime.now(UTC))
+                async with resources.engine.connect() as conn:
+                    creator = await get_creator(conn, valued.creator_id)
+                data = termsheet_data(valued, creator["display_name"] if creator else None)
+                stored = await produce_termsheet(resources.documents, data)
+                log.info("termsheet_issued", offer_id=valued.offer_id, key=stored.key, created=stored.created)
+                return termsheet_issued(valued, stored, datetime.now(UTC))
 
         async def handle(batch: Sequence[Decoded]) -> None:
             wanted = [item.event for item in batch if wants_termsheet(item)]
             await resources.publisher.publish_many(await _bounded(wanted, issue))
 
-        consumer = Consumer("termsheets", resources, settings.topic_namespace)
+        consumer = Consumer("termsheets", resources, app.settings.topic_namespace)
         await consume_batches(stream, consumer, handle, max_batch=DOCUMENT_BATCH)
 
+
+def register_receipts(app: Any) -> None:
     @app.agent(app.lifecycle_topics.of(PayoutCompleted), name="receipts", concurrency=1)
     async def receipts_agent(stream: Any) -> None:
         resources = app.resources
 
         async def issue(paid: PayoutCompleted) -> ReceiptGenerated:
             with event_log_context(paid):
-                return await _receipt(paid)
-
-        async def _receipt(paid: PayoutCompleted) -> ReceiptGenerated:
-            async with resources.engine.connect() as conn:
-                payout = await get_payout(conn, paid.payout_id)
-                recipient = await get_recipient(conn, payout["recipient_id"]) if payout else None
-                creator = await get_creator(conn, paid.creator_id)
-            data = receipt_data(
-                paid, recipient["masked"] if recipient else {}, creator["display_name"] if creator else None
-            )
-            stored = await produce_receipt(resources.documents, data)
-            log.info("receipt_issued", offer_id=paid.offer_id, key=stored.key, created=stored.created)
-            return receipt_issued(paid, stored, datetime.now(UTC))
+                async with resources.engine.connect() as conn:
+                    payout = await get_payout(conn, paid.payout_id)
+                    recipient = await get_recipient(conn, payout["recipient_id"]) if payout else None
+                    creator = await get_creator(conn, paid.creator_id)
+                masked = recipient["masked"] if recipient else {}
+                data = receipt_data(paid, masked, creator["display_name"] if creator else None)
+                stored = await produce_receipt(resources.documents, data)
+                log.info("receipt_issued", offer_id=paid.offer_id, key=stored.key, created=stored.created)
+                return receipt_issued(paid, stored, datetime.now(UTC))
 
         async def handle(batch: Sequence[Decoded]) -> None:
             wanted = [item.event for item in batch if wants_receipt(item)]
             await resources.publisher.publish_many(await _bounded(wanted, issue))
 
-        consumer = Consumer("receipts", resources, settings.topic_namespace)
+        consumer = Consumer("receipts", resources, app.settings.topic_namespace)
         await consume_batches(stream, consumer, handle, max_batch=DOCUMENT_BATCH)
