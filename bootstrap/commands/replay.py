@@ -329,6 +329,45 @@ def replay(
     each partition as it was when the run started. Anything that writes is a dry run
     unless --execute is given.
     """
+    request = _request(
+        topics,
+        partitions,
+        from_offset,
+        from_time,
+        to_offset,
+        to_time,
+        offer_id,
+        output,
+        target_topic,
+        execute,
+        progress,
+    )
+    summary = _run(load_settings(logs_to_stderr=True), request)
+    if summary is None:
+        return
+    selected = sum(summary.selected.values())
+    if selected == 0:
+        console.print("nothing matched: the selected range holds no messages" + (" for that offer" if offer_id else ""))
+    elif not summary.decoded:
+        raise click.ClickException(
+            f"none of the {selected} selected message(s) could be decoded (see the reports above)"
+        )
+
+
+def _request(
+    topics: tuple[str, ...],
+    partitions: tuple[int, ...],
+    from_offset: int | None,
+    from_time: datetime | None,
+    to_offset: int | None,
+    to_time: datetime | None,
+    offer_id: str | None,
+    output: str,
+    target_topic: str | None,
+    execute: bool,
+    progress: bool | None,
+) -> ReplayRequest:
+    """The options as one request, or a usage error naming the option at fault."""
     known = all_logical_topics()
     for topic in topics:
         if topic not in known:
@@ -354,7 +393,7 @@ def replay(
         raise click.UsageError(str(exc)) from exc
     if execute and output == Output.JSON.value:
         console.print("[dim]--execute has no effect with --output json (it writes nothing)[/dim]")
-    request = ReplayRequest(
+    return ReplayRequest(
         spec=spec,
         output=Output(output),
         target_topic=target_topic,
@@ -362,7 +401,10 @@ def replay(
         execute=execute,
         progress=progress,
     )
-    settings = load_settings(logs_to_stderr=True)
+
+
+def _run(settings: Settings, request: ReplayRequest) -> Summary | None:
+    """Run the replay and print its summary; None when the reader of stdout went away."""
     try:
         summary = run(_replay(settings, request))
     except TopicReadError as exc:
@@ -371,7 +413,7 @@ def replay(
         raise click.ClickException(f"{exc} (gave up after {REGISTRY_ATTEMPTS} attempts; nothing was skipped)") from exc
     except WriteFailed as exc:
         sys.stdout.flush()
-        exc.summary.print(spec.topics)
+        exc.summary.print(request.spec.topics)
         raise click.ClickException(
             f"{exc}; every record before it was written (one JSON line each on stdout). Re-running the same "
             "replay is safe: consumers and the projections drop events they already have."
@@ -379,13 +421,7 @@ def replay(
     except BrokenPipeError:
         # `replay | head`: the reader went away, which is not a failure of the replay.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        return
+        return None
     sys.stdout.flush()
-    summary.print(spec.topics)
-    selected = sum(summary.selected.values())
-    if selected == 0:
-        console.print("nothing matched: the selected range holds no messages" + (" for that offer" if offer_id else ""))
-    elif not summary.decoded:
-        raise click.ClickException(
-            f"none of the {selected} selected message(s) could be decoded (see the reports above)"
-        )
+    summary.print(request.spec.topics)
+    return summary
