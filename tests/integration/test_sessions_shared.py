@@ -22,7 +22,7 @@ from infra.db import create_engine
 from state.sessions import PostgresAuthStore
 from tests.sse import SseStream
 from tests.stack import ARTIFACTS, Process, free_port, run_cli
-from web.auth import ADMIN, CREATORS_WRITE, DEALS_READ, PAYOUTS_WRITE, mint_token
+from web.auth import ADMIN, CREATORS_WRITE, DEALS_READ, OFFERS_WRITE, PAYOUTS_WRITE, mint_token
 from web.auth.permissions import METRICS_READ
 
 COOKIE = "sm_session"  # dev runs on plain http
@@ -234,3 +234,34 @@ async def test_the_request_correlation_id_is_on_the_web_log_lines(two_webs, http
     log = (ARTIFACTS / "web-auth-1.log").read_text()
     lines = [line for line in log.splitlines() if correlation in line]
     assert any('"http_request"' in line and '"correlation_id"' in line for line in lines), lines
+
+
+async def test_a_deals_correlation_id_is_in_the_web_and_the_worker_logs(
+    two_webs, http, settings, worker, stack_env
+) -> None:
+    from tests.stack import eventually
+
+    correlation = f"deal-{uuid.uuid4().hex}"
+    headers = {**bearer(settings, "test|ops", CREATORS_WRITE, OFFERS_WRITE), "X-Correlation-ID": correlation}
+    async with http.post(f"{two_webs[1]}/creators", headers=headers, json={"display_name": "Followed"}) as resp:
+        creator_id = (await resp.json())["creator_id"]
+    body = {
+        "creator_id": creator_id,
+        "currency": "USD",
+        "royalty_history": [{"period": f"2025-0{m}", "amount_minor": 100_000} for m in range(1, 7)],
+    }
+    async with http.post(f"{two_webs[1]}/offers", headers=headers, json=body) as resp:
+        assert resp.status == 202, await resp.text()
+        offer_id = (await resp.json())["offer_id"]
+
+    def worker_lines() -> list[str]:
+        return [line for line in worker.output().splitlines() if correlation in line]
+
+    # valuation, projection and the term sheet each log while handling the deal's events
+    await eventually(lambda: len({line.split('"logger": "')[-1][:30] for line in worker_lines()}) >= 2, timeout=90)
+    assert all(offer_id in line for line in worker_lines() if '"offer_id"' in line)
+    web_log = ARTIFACTS / "web-auth-1.log"
+    assert any(correlation in line for line in web_log.read_text().splitlines())
+    traced = run_cli(stack_env, "trace", offer_id, str(web_log), str(worker.log_path), "--json")
+    sources = {line.split('"source": "')[1].split('"')[0] for line in traced.stdout.splitlines()}
+    assert sources == {"web-auth-1.log", worker.log_path.name}, traced.stdout[-2000:]
