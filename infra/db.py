@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
 import asyncpg
-from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 from infra.retry import STARTUP, retry
 from infra.settings import Settings
@@ -16,13 +19,26 @@ def create_engine(settings: Settings, pool_size: int = 5, pre_ping: bool = False
     restarted) fails its one statement with a disconnect error, on which SQLAlchemy discards
     every pooled connection older than it, so at most one request per process sees the
     restart; ``pool_recycle`` keeps connections from outliving idle timeouts of proxies."""
+    # ``pool_size`` kept connections plus as many again on demand, as before, but all of
+    # them kept once opened: an overflow connection closed on return is reopened by the
+    # next burst (a TLS/auth handshake, 3 % of a POST /offers under 16 connections).
     return create_async_engine(
         settings.sqlalchemy_url,
-        pool_size=pool_size,
-        max_overflow=pool_size,
+        pool_size=2 * pool_size,
+        max_overflow=0,
         pool_pre_ping=pre_ping,
         pool_recycle=1800,
     )
+
+
+@asynccontextmanager
+async def read_connection(engine: AsyncEngine) -> AsyncIterator[AsyncConnection]:
+    """A pooled connection for reads only, in autocommit: no ``BEGIN``/``ROLLBACK`` round
+    trips around the query (21 % of a POST /offers' creator check, measured with py-spy).
+    Under READ COMMITTED each statement sees its own snapshot either way, so reads see the
+    same data; anything that writes uses ``engine.begin()``."""
+    async with engine.connect() as conn:
+        yield await conn.execution_options(isolation_level="AUTOCOMMIT")
 
 
 async def wait_for_postgres(settings: Settings, timeout: float) -> None:

@@ -15,6 +15,7 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from infra.db import read_connection
 from infra.kafka import EventPublisher
 from infra.logging import get_logger
 from models import rules
@@ -87,7 +88,7 @@ async def visible_deal(conn: AsyncConnection, offer_id: str, scope: str | None) 
 
 async def create_offer(cmd: CreateOffer, engine: AsyncEngine, publisher: EventPublisher) -> OfferCreated:
     rules.can_act_for(cmd.actor.scope, cmd.creator_id)
-    async with engine.connect() as conn:
+    async with read_connection(engine) as conn:
         if not await creator_exists(conn, cmd.creator_id):
             raise UnknownCreator()
     event = OfferCreated(

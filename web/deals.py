@@ -6,6 +6,7 @@ from typing import Any
 
 from aiohttp import web
 
+from infra.db import read_connection
 from projections.queries import deal_history, list_deals
 from web.auth.permissions import CREATOR_SCOPE, PRINCIPAL
 from web.commands import visible_deal
@@ -16,14 +17,14 @@ from web.validation import path_uuid, read_query
 
 async def get_offer(request: web.Request) -> web.Response:
     offer_id = path_uuid(request, "offer_id")
-    async with request.app[ENGINE].connect() as conn:
+    async with read_connection(request.app[ENGINE]) as conn:
         deal = await visible_deal(conn, offer_id, request.get(CREATOR_SCOPE))
     return web.json_response(deal)
 
 
 async def get_offer_history(request: web.Request) -> web.Response:
     offer_id = path_uuid(request, "offer_id")
-    async with request.app[ENGINE].connect() as conn:
+    async with read_connection(request.app[ENGINE]) as conn:
         await visible_deal(conn, offer_id, request.get(CREATOR_SCOPE))
         history = await deal_history(conn, offer_id)
     if request.get(CREATOR_SCOPE) is not None:
@@ -52,7 +53,7 @@ async def get_deals(request: web.Request) -> web.Response:
     query = read_query(request, DealsQuery)
     # A creator-scoped caller lists its own deals whatever creator_id it asks for.
     creator_id = request.get(CREATOR_SCOPE) or query.creator_id
-    async with request.app[ENGINE].connect() as conn:
+    async with read_connection(request.app[ENGINE]) as conn:
         deals, next_cursor = await list_deals(
             conn,
             status=query.status.value if query.status is not None else None,
