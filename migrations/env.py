@@ -12,6 +12,7 @@ from sqlalchemy.ext.asyncio import create_async_engine
 
 import projections.tables  # noqa: F401 - the read models
 import state.ledger  # noqa: F401 - registers the owned-state tables on the metadata
+import state.sessions  # noqa: F401 - sessions, ticket nonces, rate limits (0006)
 import state.tables  # noqa: F401
 from infra.sql import metadata
 
