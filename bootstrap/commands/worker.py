@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import os
+import sys
 import threading
 import time
 from datetime import UTC, datetime
@@ -173,6 +175,46 @@ async def observe_time_to_valued(engine: Any, since: datetime) -> datetime:
     return since
 
 
+# SIGTERM must stop the process within a Kubernetes grace period (30 s by default) even when
+# the broker or the database is gone: Faust's graceful stop (commit, leave the group, flush
+# the producer) waits on the broker and can hang. Nothing is lost by cutting it short:
+# whatever was not committed is redelivered and every handler is idempotent.
+SHUTDOWN_GRACE_SECONDS = 15.0
+
+
+def _start_shutdown_watchdog(seconds: float) -> None:
+    def expire() -> None:
+        time.sleep(seconds)
+        log.error("shutdown_forced", reason=f"graceful stop not done after {seconds:.0f}s")
+        for stream in (sys.stdout, sys.stderr):
+            try:
+                stream.flush()
+            except Exception:  # noqa: BLE001, S110 - exiting anyway
+                pass
+        os._exit(1)
+
+    threading.Thread(target=expire, name="shutdown-watchdog", daemon=True).start()
+
+
+class BoundedShutdownWorker(faust.Worker):
+    """Faust's worker, with a watchdog started by the first SIGTERM/SIGINT."""
+
+    _watchdog = False
+
+    def _arm(self) -> None:
+        if not self._watchdog:
+            self._watchdog = True
+            _start_shutdown_watchdog(SHUTDOWN_GRACE_SECONDS)
+
+    def _on_sigterm(self) -> None:
+        self._arm()
+        super()._on_sigterm()
+
+    def _on_sigint(self) -> None:
+        self._arm()
+        super()._on_sigint()
+
+
 @click.command()
 @click.option("--loglevel", default="info", show_default=True, help="Faust worker log level.")
 @click.option(
@@ -206,7 +248,7 @@ def worker(loglevel: str, role: str) -> None:
     app = create_app(settings, role)
     attach_health(app, health, role)
     asyncio.set_event_loop(asyncio.new_event_loop())
-    faust.Worker(app, loglevel=loglevel, quiet=True, override_logging=False).execute_from_commandline()
+    BoundedShutdownWorker(app, loglevel=loglevel, quiet=True, override_logging=False).execute_from_commandline()
 
 
 @click.command("faust", context_settings={"ignore_unknown_options": True, "allow_extra_args": True})

@@ -230,7 +230,9 @@ class PrivateStack:
                 "transaction.state.log.min.isr=1\nmin.insync.replicas=1\ngroup.initial.rebalance.delay.ms=0\n"
                 "auto.create.topics.enable=false\noffsets.topic.num.partitions=3\n"
             )
-            cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+            cluster_id = "-"
+            while cluster_id.startswith("-"):  # a leading '-' would read as an option
+                cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
             subprocess.run(
                 ["java", "-Xmx128m", f"-Dlog4j.configuration=file:{REPO / 'infra/local/log4j.properties'}",
                  "-cp", f"{KAFKA_LIBS}/*", "kafka.tools.StorageTool", "format", "-t", cluster_id, "-c", str(props)],

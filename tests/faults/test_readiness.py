@@ -96,7 +96,7 @@ def test_worker_readyz_reports_a_broker_outage(private_stack: PrivateStack) -> N
         assert _until(url, 200, 120) is not None, proc.output()[-2000:]
         private_stack.kill_kafka()
         try:
-            went_not_ready = _until(url, 503, 20)
+            went_not_ready = _until(url, 503, 10)
         finally:
             private_stack.start_kafka()
         assert went_not_ready is not None, "worker /readyz stayed 200 with the broker gone"
