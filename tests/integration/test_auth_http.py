@@ -15,6 +15,7 @@ from http.cookies import SimpleCookie
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import httpx
 import pytest
 import respx
@@ -595,3 +596,40 @@ async def test_scope_admin_grants_nothing_on_rest_and_sse(client: TestClient, de
         response = await client.get(path, headers=bearer(sneaky))
         assert response.status == 403, path
         assert await error_of(response) == "insufficient_permission"
+
+
+# --- an open stream ends with its ticket ------------------------------------------------------------
+
+
+@requires(DEALS_READ, ticket=True)
+async def endless_stream(request: web.Request) -> web.StreamResponse:
+    response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+    await response.prepare(request)
+    try:
+        while True:
+            await response.write(b": ping\n\n")
+            await asyncio.sleep(0.2)
+    except (ConnectionResetError, ConnectionError):
+        pass
+    return response
+
+
+async def test_a_stream_opened_with_a_ticket_closes_when_the_ticket_expires(dev_settings: Settings) -> None:
+    from web.auth.sessions import SignedPrincipalCodec
+
+    app = web.Application(middlewares=[request_context, auth_middleware, json_errors])
+    setup_auth(app, dev_settings, store=MemoryAuthStore())
+    app[AUTH].tickets = SignedPrincipalCodec(SECRET, "sse-ticket", 2, kind="ticket")
+    app.router.add_get("/offers/events/deals", endless_stream)
+    async with TestClient(TestServer(app), cookie_jar=DummyCookieJar()) as short:
+        issued = await short.post("/auth/sse-ticket", headers=bearer(token(dev_settings, DEALS_READ)))
+        ticket = (await issued.json())["ticket"]
+        started = time.monotonic()
+        response = await short.get("/offers/events/deals", params={"ticket": ticket})
+        assert response.status == 200
+        with pytest.raises((aiohttp.ClientPayloadError, ConnectionError, asyncio.TimeoutError)):
+            async with asyncio.timeout(6):
+                while await response.content.readline():
+                    pass
+                raise ConnectionError("stream ended")
+        assert 1.0 < time.monotonic() - started < 4.5
