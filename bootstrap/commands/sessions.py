@@ -52,6 +52,14 @@ def sessions_list(subject: str | None, include_inactive: bool) -> None:
         click.echo("\t".join(fields))
 
 
+@sessions.command("purge")
+@click.option("--older-than-hours", default=24.0, show_default=True, help="Keep ended sessions this long.")
+def sessions_purge(older_than_hours: float) -> None:
+    """Delete sessions that ended long ago, and expired ticket nonces (housekeeping)."""
+    count = run(_with_store(lambda store: store.purge(older_than_hours * 3600)))
+    console.print(f"purged {count} session(s)")
+
+
 @sessions.command("revoke")
 @click.option("--subject", help="Revoke every session of this subject (e.g. auth0|abc).")
 @click.option("--id", "session_id", help="Revoke one session: the id shown by `sessions list` (a prefix).")

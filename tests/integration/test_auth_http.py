@@ -633,3 +633,41 @@ async def test_a_stream_opened_with_a_ticket_closes_when_the_ticket_expires(dev_
                     pass
                 raise ConnectionError("stream ended")
         assert 1.0 < time.monotonic() - started < 4.5
+
+
+class BrokenStore(MemoryAuthStore):
+    """The shared store when Postgres is down."""
+
+    async def session_expiry(self, session_id: str) -> float | None:
+        raise OSError("connection refused")
+
+    async def consume_nonce(self, nonce: str, expires_at: float) -> bool:
+        raise OSError("connection refused")
+
+    async def create_session(self, *args: Any, **kwargs: Any) -> None:
+        raise OSError("connection refused")
+
+    async def acquire(self, *args: Any, **kwargs: Any) -> float | None:
+        raise OSError("connection refused")
+
+
+async def test_with_the_shared_store_down_browser_credentials_fail_closed(
+    client: TestClient, dev_settings: Settings
+) -> None:
+    state = client.app[AUTH]
+    exchange = await client.post("/auth/session", headers=bearer(token(dev_settings, DEALS_READ, PAYOUTS_WRITE)))
+    cookie = {"Cookie": f"sm_session={set_cookies(exchange)['sm_session'].value}"}
+    ticket = (await (await client.post("/auth/sse-ticket", headers=cookie)).json())["ticket"]
+    working, state.store = state.store, BrokenStore()
+    try:
+        for response in (
+            await client.get("/deals", headers=cookie),
+            await client.get("/offers/events/deals", params={"ticket": ticket}),
+            await client.post("/auth/session", headers=bearer(token(dev_settings, DEALS_READ))),
+        ):
+            assert response.status == 503 and await error_of(response) == "auth_unavailable"
+        # bearer tokens need no store; rate limits fall back to this process's limiter
+        payer = bearer(token(dev_settings, PAYOUTS_WRITE))
+        assert (await client.post(f"/offers/{uuid.uuid4()}/payout", headers=payer)).status == 202
+    finally:
+        state.store = working

@@ -221,7 +221,10 @@ async def login(request: web.Request) -> web.Response:
         principal = await state.verifier.verify(token)
     except AuthError as exc:
         return _login_page(f"the dev IdP and the verifier disagree: {exc.code}", status=500)
-    value, lifetime = await open_session(state, principal)
+    try:
+        value, lifetime = await open_session(state, principal)
+    except AuthError as exc:
+        return _login_page(f"cannot sign in now: {exc.code}", status=exc.status)
     response = web.Response(status=303, headers={"Location": request.app[LOGIN_REDIRECT], "Cache-Control": "no-store"})
     set_session_cookie(response, state, value, lifetime)
     return response

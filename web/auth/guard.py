@@ -105,6 +105,9 @@ async def session_guard(request: web.Request, handler: Handler) -> web.StreamRes
     except AuthError as exc:
         log.info("auth_rejected", code=exc.code, route=_canonical(request))
         return _auth_failure(state, exc)
+    except Exception as exc:  # the shared store is down: refuse (fail closed), never a 500
+        log.warning("auth_store_unavailable", error=type(exc).__name__, route=_canonical(request))
+        return _auth_failure(state, AuthError("auth_unavailable", "authentication is unavailable", status=503))
     if deadline is None or "ticket" not in requirement.credentials:
         return await handler(request)
     # An EventSource route: the stream lives no longer than its credential.

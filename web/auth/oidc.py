@@ -200,7 +200,7 @@ async def callback(request: web.Request) -> web.Response:
         principal = await state.verifier.verify(access_token)
         value, lifetime = await open_session(state, principal, correlation_id=request.headers.get("X-Correlation-ID"))
     except AuthError as exc:
-        return _fail(request, exc.code, exc.message, 403 if exc.status == 403 else 401)
+        return _fail(request, exc.code, exc.message, exc.status if exc.status in (403, 503) else 401)
     except jwt_errors.PyJWTError:
         return _fail(request, "invalid_id_token", "the ID token cannot be read", 401)
     log.info("oidc_signed_in", subject=principal.subject, expires_in=lifetime)

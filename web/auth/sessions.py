@@ -277,7 +277,11 @@ async def shared_rate_limit(state: AuthState, limit: Any, caller: str) -> int | 
     None when allowed, else the whole seconds to wait (``Retry-After``)."""
     if state.store is None:
         return await limit.acquire(caller)
-    wait = await state.store.acquire(limit.bucket, caller, limit.per_minute)
+    try:
+        wait = await state.store.acquire(limit.bucket, caller, limit.per_minute)
+    except Exception as exc:  # the store is down: this process's limiter still holds the line
+        log.warning("rate_limit_store_unavailable", error=type(exc).__name__, bucket=limit.bucket)
+        return await limit.acquire(caller)
     return None if wait is None else max(1, math.ceil(wait))
 
 
@@ -304,9 +308,15 @@ async def open_session(state: AuthState, principal: Principal, *, correlation_id
     if expires_at <= now:
         raise AuthError("token_expired", "the token has expired")
     session_id = secrets.token_urlsafe(32)
-    await state.require_store().create_session(
-        session_id, principal.subject, principal.permissions, principal.creator_id, expires_at, correlation_id
-    )
+    try:
+        await state.require_store().create_session(
+            session_id, principal.subject, principal.permissions, principal.creator_id, expires_at, correlation_id
+        )
+    except AuthError:
+        raise
+    except Exception as exc:
+        log.warning("session_store_unavailable", error=type(exc).__name__)
+        raise AuthError("auth_unavailable", "sessions are unavailable; retry later", status=503) from exc
     return state.sessions.issue(principal, now=now, nonce=session_id, expires_at=expires_at), expires_at - now
 
 
