@@ -109,8 +109,7 @@ async def test_a_worker_killed_mid_batch_loses_nothing_and_doubles_nothing(
     async with batch_engine.connect() as conn:
         projected = set(map(str, (await conn.scalars(select(offers.c.offer_id))).all()))
         history = Counter(
-            (str(o), t)
-            for o, t in (await conn.execute(select(deal_events.c.offer_id, deal_events.c.event_type))).all()
+            (str(o), t) for o, t in (await conn.execute(select(deal_events.c.offer_id, deal_events.c.event_type))).all()
         )
         changes = int(await conn.scalar(select(func.count()).select_from(deal_changes)) or 0)
     assert projected == set(offer_ids)
