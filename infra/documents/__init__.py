@@ -36,6 +36,8 @@ class DocumentSink(Protocol):
 
     async def put_if_absent(self, key: str, body: bytes, content_type: str = "application/pdf") -> StoredDocument: ...
 
+    async def put_new(self, key: str, body: bytes, content_type: str = "application/pdf") -> StoredDocument: ...
+
 
 async def produce_termsheet(
     store: DocumentSink, data: TermsheetData, renderer: PdfRenderer | None = None
@@ -45,7 +47,7 @@ async def produce_termsheet(
     if existing is not None:
         return existing  # rendering is the expensive part: skip it on replays
     pdf = await render_pdf(render_termsheet_html(data), data.issued_at, renderer)
-    return await store.put_if_absent(key, pdf)
+    return await store.put_new(key, pdf)  # just seen absent: no second look-up
 
 
 async def produce_receipt(
@@ -56,4 +58,4 @@ async def produce_receipt(
     if existing is not None:
         return existing
     pdf = await render_pdf(render_receipt_html(data), data.paid_at, renderer)
-    return await store.put_if_absent(key, pdf)
+    return await store.put_new(key, pdf)  # just seen absent: no second look-up

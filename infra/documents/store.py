@@ -184,6 +184,13 @@ class DocumentStore:
         if existing is not None:
             log.info("document_exists", key=key, sha256=existing.sha256)
             return existing
+        return await self.put_new(key, body, content_type)
+
+    async def put_new(self, key: str, body: bytes, content_type: str = "application/pdf") -> StoredDocument:
+        """The conditional write of ``put_if_absent`` without its look-up first, for a caller
+        that has just seen the key absent (``produce_*``: one S3 request fewer per new
+        document). Still write-once: a key written meanwhile refuses the upload and the
+        winner's document is returned."""
         digest = hashlib.sha256(body)
         try:
             await self.client.put_object(

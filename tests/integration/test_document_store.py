@@ -100,6 +100,17 @@ async def test_a_writer_that_lost_the_race_gets_the_winner(
     assert await doc_store.get(key) == b"%PDF-winner"
 
 
+async def test_put_new_is_write_once_too(doc_store: DocumentStore) -> None:
+    # produce_* write with put_new right after their own stat: a writer that lost the race
+    # in between is refused by the store and handed the winner's document.
+    key = _key("new.pdf")
+    first = await doc_store.put_new(key, b"%PDF-first")
+    second = await doc_store.put_new(key, b"%PDF-second, different")
+    assert first.created and not second.created
+    assert second.sha256 == first.sha256
+    assert await doc_store.get(key) == b"%PDF-first"
+
+
 async def test_get_round_trips_bytes_and_sha256(doc_store: DocumentStore) -> None:
     key = _key("roundtrip.pdf")
     body = b"%PDF-1.7\n" + os.urandom(4096)

@@ -410,6 +410,9 @@ class MemoryStore:
         return StoredDocument(key, hashlib.sha256(body).hexdigest(), len(body), created=False)
 
     async def put_if_absent(self, key: str, body: bytes, content_type: str = "application/pdf") -> StoredDocument:
+        return await self.put_new(key, body, content_type)
+
+    async def put_new(self, key: str, body: bytes, content_type: str = "application/pdf") -> StoredDocument:
         self.puts += 1
         if key in self.objects:
             existing = await self.stat(key)
