@@ -10,13 +10,33 @@ bearer token comes from ``LOADTEST_TOKEN`` (``bench/loadtest/run.py`` mints one)
 
 from __future__ import annotations
 
+import csv
 import os
 import random
+from typing import Any
 
-from locust import FastHttpUser, constant_throughput, task
+from locust import FastHttpUser, constant_throughput, events, task
+from locust.stats import PERCENTILES_TO_REPORT, StatsCSV
 
 HISTORY = [{"period": f"2025-{m:02d}", "amount_minor": 200_000 + 5_000 * m} for m in range(1, 13)]
 USER_RPS = float(os.environ.get("LOADTEST_USER_RPS", "10"))
+_environment: Any = None
+
+
+@events.init.add_listener
+def _remember_environment(environment: Any, **_: Any) -> None:
+    global _environment
+    _environment = environment
+
+
+@events.quit.add_listener
+def _write_final_stats(**_: Any) -> None:
+    # locust's --csv file is written every second while running, not once more at the end:
+    # the gate reads these, taken after the last request.
+    path = os.environ.get("LOADTEST_FINAL_STATS")
+    if path and _environment is not None:
+        with open(path, "w", newline="") as out:
+            StatsCSV(_environment, PERCENTILES_TO_REPORT).requests_csv(csv.writer(out))
 
 
 class ApiUser(FastHttpUser):

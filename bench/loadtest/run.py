@@ -33,7 +33,12 @@ ENDPOINTS = ("POST /offers", "GET /deals?limit=20", "GET /offers/{id}")
 
 def run_locust(host: str, token: str, rate: float, duration: str, user_rps: float, out: Path) -> int:
     users = max(1, math.ceil(rate / user_rps))
-    env = {**os.environ, "LOADTEST_TOKEN": token, "LOADTEST_USER_RPS": str(user_rps)}
+    env = {
+        **os.environ,
+        "LOADTEST_TOKEN": token,
+        "LOADTEST_USER_RPS": str(user_rps),
+        "LOADTEST_FINAL_STATS": str(out.with_name("final_stats.csv")),
+    }
     command = [
         str(REPO / ".venv" / "bin" / "locust"),
         "-f",
@@ -84,7 +89,9 @@ def main() -> None:
         if code != 0:
             print(f"locust exited with {code}")
             sys.exit(code)
-        gate_args = [str(out.with_name("loadtest_stats.csv")), "--p95-ms", str(args.p95_ms)]
+        final = out.with_name("final_stats.csv")
+        stats = final if final.exists() else out.with_name("loadtest_stats.csv")
+        gate_args = [str(stats), "--p95-ms", str(args.p95_ms)]
         gate_args += ["--max-error-rate", str(args.max_error_rate)]
         for item in args.threshold:
             gate_args += ["--threshold", item]
