@@ -52,6 +52,7 @@ from models.events import Event, PayoutCompleted, PayoutRequested, PayoutStatus
 from models.events import PayoutProvider as ProviderName
 from models.ledger import payout_posting
 from models.payout import (
+    PENDING,
     TERMINAL,
     UNKNOWN,
     Action,
@@ -153,6 +154,7 @@ class PayoutRunner:
                         correlation_id=requested.correlation_id,
                         completed_at=datetime.now(UTC) if refusal else None,
                         driver=self.driver,
+                        retry_of=requested.retry_of,
                     )
                     if refusal:
                         APP_ERRORS.labels(component=AGENT, reason=refusal).inc()
@@ -179,7 +181,64 @@ class PayoutRunner:
         recipient = await get_recipient(conn, requested.recipient_id)
         if recipient is None or recipient["creator_id"] != offer["creator_id"]:
             return "recipient_not_found"
+        others = [p for p in await store.payouts_of_offer(conn, requested.offer_id) if p["phase"] != "failed"]
+        if others:  # only a failed payout may be retried: never two live payouts for one deal
+            return "offer_has_a_live_payout"
         return None
+
+    # ------------------------------------------------------------------ operators
+
+    async def cancel(self, payout_id: str, by: str) -> str:
+        """Cancel a parked (or unknown) payout, only once the provider confirms that nothing
+        moved: its lookup finds no executed transfer and, for Stripe, the settle window has
+        passed. Records who did it and publishes the failed outcome. Returns what happened."""
+        async with store.driver_lock(self._engine, payout_id) as mine:
+            if not mine:
+                return "not cancelled: a worker is driving this payout right now; try again"
+            async with self._engine.connect() as conn:
+                row = await store.get_payout(conn, payout_id)
+                recipient = await get_recipient(conn, row["recipient_id"]) if row else None
+            if row is None:
+                return "not cancelled: no such payout"
+            phase = PayoutPhase(row["phase"])
+            if phase in TERMINAL:
+                return f"not cancelled: the payout is already {phase.value}"
+            if phase not in (PayoutPhase.PARKED, *UNKNOWN, *PENDING):
+                return f"not cancelled: the payout is {phase.value}, not parked"
+            provider = row["parked_from"] or ("STRIPE" if phase.value.startswith("stripe") else "WISE")
+            request = self._request(row, recipient, provider)
+            if not isinstance(request, str):
+                if provider == "STRIPE":
+                    # Holding the lock, nobody calls Stripe for this payout any more; a request
+                    # we sent may still execute until the settle window after it has passed.
+                    async with self._engine.connect() as conn:
+                        last_call = await store.last_call_started(conn, payout_id, provider)
+                    if last_call is not None:
+                        left = self._settle - (datetime.now(UTC) - last_call).total_seconds()
+                        if left > 0:
+                            log.info(
+                                "payout_cancel_waits_for_settle_window", payout_id=payout_id, seconds=round(left, 1)
+                            )
+                            await asyncio.sleep(left)
+                found = await self._provider(provider).lookup(request)
+                if found is not None:
+                    answer = found.failure_reason or found.reference
+                    return f"not cancelled: {provider} answers {found.status.value} ({answer})"
+            async with self._engine.begin() as conn:
+                final = await store.set_phase(
+                    conn,
+                    payout_id,
+                    phase.value,
+                    PayoutPhase.FAILED.value,
+                    provider=ProviderName.NONE.value,
+                    failure_reason=f"cancelled by {by}: {provider.lower()} confirmed nothing moved"[:500],
+                    completed_at=datetime.now(UTC),
+                    driver=f"operator:{by}",
+                    next_check_at=None,
+                )
+        log.warning("payout_cancelled", payout_id=payout_id, by=by, provider=provider)
+        await self._publish_outcome(final)
+        return "cancelled"
 
     # ------------------------------------------------------------------ the resolver
 
@@ -446,6 +505,46 @@ class PayoutRunner:
         await self._publisher.publish(event)  # deterministic id: a second publish is a no-op downstream
         async with self._engine.begin() as conn:
             await store.mark_published(conn, row["payout_id"])
+
+
+_RETRY_NS = uuid.UUID("0b6f1f0e-7a55-5a43-8f8e-3b1c2d4e5f60")
+
+
+async def retry_request(conn: Any, offer_id: str, recipient_id: str | None, by: str, now: datetime) -> PayoutRequested:
+    """The ``offer.payout.requested`` an operator's retry publishes: a new payout, linked to
+    the failed one it retries (``retry_of``), optionally to another recipient of the same
+    creator. Raises ``ValueError`` when the deal has no failed payout to retry."""
+    history = await store.payouts_of_offer(conn, offer_id)
+    if not history:
+        raise ValueError("the deal has no payout to retry")
+    live = [p for p in history if p["phase"] != PayoutPhase.FAILED]
+    if live:
+        raise ValueError(f"payout {live[0]['payout_id']} is {live[0]['phase']}: only a failed payout can be retried")
+    last = history[-1]
+    offer = await offer_pricing(conn, offer_id)
+    if offer is None:
+        raise ValueError("no such deal")
+    recipient_id = recipient_id or last["recipient_id"]
+    recipient = await get_recipient(conn, recipient_id)
+    if recipient is None or recipient["creator_id"] != offer["creator_id"]:
+        raise ValueError("the recipient is not one of this creator's")
+    from models.payout import payout_id_for
+
+    payout_id = payout_id_for(offer_id, len(history))
+    return PayoutRequested(
+        event_id=str(uuid.uuid5(_RETRY_NS, payout_id)),  # the same retry twice is one event
+        offer_id=offer_id,
+        creator_id=str(offer["creator_id"]),
+        occurred_at=now,
+        correlation_id=last["correlation_id"],
+        causation_id=str(last["requested_event_id"]),
+        payout_id=payout_id,
+        recipient_id=str(recipient_id),
+        amount_minor=int(offer["advance_minor"] or offer["valuation_median_minor"]),
+        currency=str(offer["currency"]),
+        requested_by=f"operator:{by}",
+        retry_of=str(last["payout_id"]),
+    )
 
 
 def runner_from_app(app: Any) -> PayoutRunner:

@@ -23,12 +23,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import random
 import sys
 import time
 import uuid
 from collections import Counter
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import func, insert, select
@@ -336,6 +338,9 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=int(time.time()))
     args = parser.parse_args()
     print(f"seed {args.seed}")
+    # The `spacemusic migrate` subprocess must run this checkout's code and migrations.
+    root = str(Path(__file__).resolve().parent.parent)
+    os.environ["PYTHONPATH"] = root + os.pathsep + os.environ.get("PYTHONPATH", "")
     configure_logging("WARNING", sys.stderr)
     env = prepare_stack_env(f"soak{uuid.uuid4().hex[:6]}", LOG_LEVEL="WARNING")
     try:

@@ -106,6 +106,8 @@ class PayoutRequested(Event):
     amount_minor: int
     currency: str
     requested_by: str
+    # An operator's retry of a failed payout names the payout it retries (None: the first).
+    retry_of: str | None = None
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)

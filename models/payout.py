@@ -183,6 +183,8 @@ def after_not_found(
 _PAYOUT_NS = uuid.UUID("6b1f4c1e-2d0c-5c53-9a6e-5041f0e1d7a1")
 
 
-def payout_id_for(offer_id: str) -> str:
-    """One payout per offer, with an id every retry and replay agrees on."""
-    return str(uuid.uuid5(_PAYOUT_NS, f"payout:{offer_id}"))
+def payout_id_for(offer_id: str, retry: int = 0) -> str:
+    """The offer's first payout (``retry=0``) and each operator retry after a failure have ids
+    every redelivery and replay agrees on."""
+    name = f"payout:{offer_id}" if retry == 0 else f"payout:{offer_id}:retry:{retry}"
+    return str(uuid.uuid5(_PAYOUT_NS, name))

@@ -140,6 +140,16 @@ async def last_call_reason(conn: AsyncConnection, payout_id: str, provider: str,
     return await conn.scalar(query)
 
 
+async def last_call_started(conn: AsyncConnection, payout_id: str, provider: str) -> datetime | None:
+    return await conn.scalar(
+        select(func.max(payout_attempts.c.started_at)).where(
+            payout_attempts.c.payout_id == payout_id,
+            payout_attempts.c.provider == provider,
+            payout_attempts.c.operation == "transfer",
+        )
+    )
+
+
 async def attempt_reasons(conn: AsyncConnection, payout_id: str) -> list[str]:
     rows = await conn.execute(
         select(payout_attempts.c.provider, payout_attempts.c.failure_reason)
@@ -167,6 +177,11 @@ async def open_payout_for_offer(conn: AsyncConnection, offer_id: str, other_than
         .first()
     )
     return dict(row) if row else None
+
+
+async def payouts_of_offer(conn: AsyncConnection, offer_id: str) -> list[dict[str, Any]]:
+    rows = await conn.execute(select(payouts).where(payouts.c.offer_id == offer_id).order_by(payouts.c.created_at))
+    return [dict(r) for r in rows.mappings()]
 
 
 async def due_for_resolver(conn: AsyncConnection, limit: int = 50) -> list[str]:

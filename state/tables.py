@@ -50,9 +50,10 @@ payouts = Table(
     "payouts",
     metadata,
     Column("payout_id", ID, primary_key=True),
-    Column("offer_id", ID, nullable=False, unique=True),
+    Column("offer_id", ID, nullable=False),
     Column("creator_id", ID, nullable=False),
     Column("recipient_id", ID, nullable=False),
+    Column("retry_of", ID),  # the failed payout an operator retried with this one
     Column("amount_minor", BigInteger, nullable=False),
     Column("currency", String(3), nullable=False),
     Column("phase", String(20), nullable=False),
@@ -83,6 +84,9 @@ payouts = Table(
     ),
     CheckConstraint("phase <> 'parked' OR parked_from IN ('STRIPE','WISE')", name="parked_has_provider"),
     Index("ix_payouts_phase", "phase"),
+    Index("ix_payouts_offer_id", "offer_id"),
+    # At most one payout per offer that is not a failure: retries only ever follow a failure.
+    Index("uq_payouts_one_live_per_offer", "offer_id", unique=True, postgresql_where=text("phase <> 'failed'")),
     Index("ix_payouts_next_check_at", "next_check_at", postgresql_where=text("phase = 'parked'")),
 )
 
@@ -121,7 +125,8 @@ provider_objects = Table(
 api_idempotency = Table(
     "api_idempotency",
     metadata,
-    Column("scope", String(64), nullable=False),
+    # "<operation>:<subject>": subjects can be long (SAML-style ~90 characters), so unbounded.
+    Column("scope", Text, nullable=False),
     Column("idempotency_key", String(255), nullable=False),
     Column("request_hash", String(64), nullable=False),
     Column("response_status", Integer, nullable=False),

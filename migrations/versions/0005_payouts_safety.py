@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import sqlalchemy as sa
 from alembic import op
+from sqlalchemy.dialects.postgresql import UUID
 
 revision = "0005"
 down_revision = "0004"
@@ -54,6 +55,21 @@ BEGIN
     RETURN NEW;
 END $$
 """
+# 0004 declared `offer_id ... unique=True`; its constraint name depends on the naming convention.
+DROP_OFFER_UNIQUE = """
+DO $$
+DECLARE c text;
+BEGIN
+    FOR c IN SELECT conname FROM pg_constraint
+              WHERE conrelid = 'payouts'::regclass AND contype = 'u'
+                AND conkey = ARRAY[(SELECT attnum FROM pg_attribute
+                                     WHERE attrelid = 'payouts'::regclass AND attname = 'offer_id')]
+    LOOP
+        EXECUTE format('ALTER TABLE payouts DROP CONSTRAINT %I', c);
+    END LOOP;
+END $$
+"""
+
 TERMINAL_TRIGGER = """
 CREATE TRIGGER payouts_terminal_immutable BEFORE UPDATE OR DELETE ON payouts
     FOR EACH ROW EXECUTE FUNCTION payouts_terminal_immutable()
@@ -61,7 +77,7 @@ CREATE TRIGGER payouts_terminal_immutable BEFORE UPDATE OR DELETE ON payouts
 
 
 def upgrade() -> None:
-    op.drop_constraint(op.f("ck_payouts_phase_known"), "payouts", type_="check")
+    op.drop_constraint("ck_payouts_phase_known", "payouts", type_="check")  # 0004 name, via the convention
     op.create_check_constraint(op.f("ck_payouts_phase_known"), "payouts", f"phase IN ({NEW_PHASES})")
     op.add_column("payouts", sa.Column("parked_from", sa.String(10)))
     op.add_column("payouts", sa.Column("parked_at", TS))
@@ -82,6 +98,19 @@ def upgrade() -> None:
     op.execute(TERMINAL_GUARD)
     op.execute(TERMINAL_TRIGGER)
     op.add_column("payout_attempts", sa.Column("idempotency_key", sa.Text))
+    # The idempotency scope holds "<operation>:<subject>"; 64 characters broke long subjects.
+    op.alter_column("api_idempotency", "scope", type_=sa.Text, existing_type=sa.String(64), existing_nullable=False)
+    # Operator retries: several payouts per offer, at most one that is not a failure.
+    op.add_column("payouts", sa.Column("retry_of", UUID(as_uuid=False)))
+    op.execute(DROP_OFFER_UNIQUE)
+    op.create_index("ix_payouts_offer_id", "payouts", ["offer_id"])
+    op.create_index(
+        "uq_payouts_one_live_per_offer",
+        "payouts",
+        ["offer_id"],
+        unique=True,
+        postgresql_where=sa.text("phase <> 'failed'"),
+    )
     op.create_table(
         "provider_objects",
         sa.Column("provider", sa.String(10), nullable=False),
@@ -95,6 +124,11 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
+    op.alter_column("api_idempotency", "scope", type_=sa.String(64), existing_type=sa.Text, existing_nullable=False)
+    op.drop_index("uq_payouts_one_live_per_offer", table_name="payouts")
+    op.drop_index("ix_payouts_offer_id", table_name="payouts")
+    op.create_unique_constraint(op.f("uq_payouts_offer_id"), "payouts", ["offer_id"])
+    op.drop_column("payouts", "retry_of")
     op.drop_table("provider_objects")
     op.drop_column("payout_attempts", "idempotency_key")
     op.execute("DROP TRIGGER IF EXISTS payouts_terminal_immutable ON payouts")
@@ -114,4 +148,4 @@ def downgrade() -> None:
     ):
         op.drop_column("payouts", column)
     op.drop_constraint(op.f("ck_payouts_phase_known"), "payouts", type_="check")
-    op.create_check_constraint(op.f("ck_payouts_phase_known"), "payouts", f"phase IN ({OLD_PHASES})")
+    op.create_check_constraint("ck_payouts_phase_known", "payouts", f"phase IN ({OLD_PHASES})")
