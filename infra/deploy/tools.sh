@@ -8,8 +8,7 @@
 # Measured cold (empty build and module caches, 2 cores shared with a loaded machine):
 # helm 832s, kubeconform 12s, promtool 261s, amtool 51s, tofu 556s, tflint 174s: 31.5 min;
 # a first run with a partly warm module cache took 9.5 min. That is why CI calls this once,
-# after the test suite, from
-# `make deploy-check`.
+# after the test suite, from `make deploy-check`.
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 LOCAL="$ROOT/.local"
