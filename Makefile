@@ -64,6 +64,11 @@ SOAK_ARGS ?= --payouts 1000
 soak-payouts: setup ## Randomised payout fault soak (1,000 payouts; prints duplicates/lost/parked, ledger, reconcile)
 	@$(LOAD_ENV) $(BIN)/python -m bench.soak_payouts $(SOAK_ARGS)
 
+FAULT_SOAK_ARGS ?= --minutes 10
+LEDGER_EXAMPLES ?= 2000
+soak: setup ## Fault soak on a private stack, whole lifecycle under broker/db/registry/S3/worker/web faults; prints the table (FAULT_SOAK_ARGS="--minutes 30", LEDGER_EXAMPLES=20000)
+	@$(LOAD_ENV) LEDGER_EXAMPLES=$(LEDGER_EXAMPLES) $(BIN)/python -m tests.soak.faults $(FAULT_SOAK_ARGS)
+
 LOADTEST_ARGS ?= --rate 200 --duration 30s
 loadtest: setup ## Locust against the local stack + SLO gate (LOADTEST_ARGS="--rate 1000 --duration 10m --p95-ms 50")
 	@$(LOAD_ENV) $(BIN)/python bench/loadtest/run.py $(LOADTEST_ARGS)
