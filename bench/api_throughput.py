@@ -32,7 +32,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from bench.loadtest.stack import load, spacemusic_stack  # noqa: E402
-from tests.stack import free_port  # noqa: E402
+from tests.support.stack import free_port  # noqa: E402
 
 HISTORY = [{"period": f"2025-{m:02d}", "amount_minor": 200_000 + 5_000 * m} for m in range(1, 13)]
 ROUTES = ("POST /offers", "GET /deals?limit=20", "GET /offers/{id}")

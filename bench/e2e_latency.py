@@ -28,8 +28,8 @@ import aiohttp
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.loadtest.stack import load, spacemusic_stack  # noqa: E402
-from tests.money import HISTORY  # noqa: E402
-from tests.sse import SseStream  # noqa: E402
+from tests.support.money import HISTORY  # noqa: E402
+from tests.support.sse import SseStream  # noqa: E402
 
 DONE = {"valued", "valuation_failed", "termsheet_issued"}
 MAX_IN_FLIGHT = 512  # connections the sender may open; beyond that sends queue (and count)

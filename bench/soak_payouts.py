@@ -50,8 +50,8 @@ from state.creators import insert_creator, insert_recipient
 from state.ledger import check_ledger, ledger_transactions
 from state.provider_objects import SqlProviderObjects
 from state.tables import payouts
-from tests.conftest import drop_stack_env, prepare_stack_env
 from tests.fakes.providers import ProviderFake
+from tests.support.environments import drop_stack_env, prepare_stack_env
 
 STRIPE_KEY = "sk_test_soak"
 WISE_TOKEN = "wise-soak-token"

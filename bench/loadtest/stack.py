@@ -19,8 +19,8 @@ REPO = Path(__file__).resolve().parents[2]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from tests.conftest import drop_stack_env, prepare_stack_env  # noqa: E402
-from tests.stack import Process, free_port  # noqa: E402
+from tests.support.environments import drop_stack_env, prepare_stack_env  # noqa: E402
+from tests.support.stack import Process, free_port  # noqa: E402
 
 
 @dataclass

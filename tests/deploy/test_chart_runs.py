@@ -39,7 +39,7 @@ from tests.deploy.support import (
     render,
     rule_groups,
 )
-from tests.stack import ARTIFACTS, free_port
+from tests.support.stack import ARTIFACTS, free_port
 
 VENV_BIN = REPO / ".venv" / "bin"
 # Settings the test passes through from its stack environment into the chart's config.

@@ -20,7 +20,7 @@ from infra.metrics import CONSUMER_LAG, PAYOUTS_PARKED, PAYOUTS_PARKED_OLDEST_AG
 from infra.settings import Settings
 from state.payout_metrics import PARKED_PHASES, export, parked_payouts
 from state.tables import payouts
-from tests.conftest import drop_stack_env, prepare_stack_env
+from tests.support.environments import drop_stack_env, prepare_stack_env
 
 
 @pytest.fixture(scope="module")

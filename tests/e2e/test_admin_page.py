@@ -15,9 +15,9 @@ import aiohttp
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
-from tests.e2e.conftest import FlakyProxy
-from tests.money import HISTORY, onboard, request_payout, wait_status
-from tests.stack import ARTIFACTS, eventually
+from tests.support.money import HISTORY, onboard, request_payout, wait_status
+from tests.support.proxy import FlakyProxy
+from tests.support.stack import ARTIFACTS, eventually
 
 LIFECYCLE = ["created", "valued", "termsheet_issued", "accepted", "payout_requested", "paid"]
 EVENT_TYPES = [
@@ -301,7 +301,7 @@ async def test_outside_dev_the_page_asks_to_sign_in(settings, browser, tmp_path)
     from cryptography.hazmat.primitives.asymmetric import rsa
     from playwright.async_api import expect
 
-    from tests.unit.test_auth_tokens import base_claims, public_jwk, sign
+    from tests.support.tokens import base_claims, public_jwk, sign
     from web.admin import setup_admin
     from web.auth import AUTH, MemoryAuthStore, auth_middleware, setup_auth
     from web.auth.sessions import open_session

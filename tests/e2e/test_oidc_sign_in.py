@@ -25,8 +25,8 @@ import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
 from infra.settings import REPO_ROOT, Settings
-from tests.sse import SseStream
-from tests.stack import ARTIFACTS, free_port
+from tests.support.sse import SseStream
+from tests.support.stack import ARTIFACTS, free_port
 
 OIDC_DIR = REPO_ROOT / "infra" / "local" / "oidc"
 CLIENT_ID = "spacemusic-admin-e2e"

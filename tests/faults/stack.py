@@ -26,7 +26,7 @@ import uuid
 from collections.abc import Callable
 from pathlib import Path
 
-from tests.stack import REPO, dev_env, free_port, run_cli
+from tests.support.stack import REPO, dev_env, free_port, run_cli
 
 PG_BIN = Path("/usr/lib/postgresql/15/bin")
 LOCAL = REPO / ".local"

@@ -24,8 +24,8 @@ from infra.kafka import EventPublisher
 from infra.settings import Settings
 from models.events import DEADLETTER_TOPIC
 from tests.faults.stack import PrivateStack
-from tests.integration.test_pipeline import offer_event
-from tests.stack import Process, run_cli
+from tests.support.deals import offer_event
+from tests.support.stack import Process, run_cli
 
 N = 12  # offers per test
 RATE = 0.15  # seconds between offers

@@ -13,7 +13,7 @@ from collections.abc import Iterator
 import pytest
 
 from tests.faults.stack import PrivateStack
-from tests.stack import Process, free_port
+from tests.support.stack import Process, free_port
 
 PROBE_EVERY = 1.2  # above the web app's 1 s readiness cache
 

@@ -13,7 +13,7 @@ import uuid
 import pytest
 
 from tests.faults.stack import PrivateStack
-from tests.stack import SPACEMUSIC, Process, free_port, run_cli
+from tests.support.stack import SPACEMUSIC, Process, free_port, run_cli
 
 GRACE_SECONDS = 20.0
 

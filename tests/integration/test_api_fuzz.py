@@ -29,7 +29,7 @@ from schemathesis.specs.openapi.checks import (  # noqa: E402
 )
 
 from infra.settings import REPO_ROOT  # noqa: E402
-from tests.stack import Process, free_port  # noqa: E402
+from tests.support.stack import Process, free_port  # noqa: E402
 from web.auth import ADMIN, CREATORS_WRITE, DEALS_READ, OFFERS_WRITE, mint_token  # noqa: E402
 
 SEED = int(os.environ.get("FUZZ_SEED", "20261203"))

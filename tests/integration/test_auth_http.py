@@ -26,7 +26,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 
 from bootstrap.commands.devtoken import dev_token
 from infra.settings import Settings
-from tests.unit.test_auth_tokens import base_claims, build_hostile_tokens, public_jwk, sign
+from tests.support.tokens import base_claims, build_hostile_tokens, public_jwk, sign
 from web.auth import (
     ADMIN,
     AUTH,

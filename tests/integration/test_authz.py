@@ -9,9 +9,9 @@ import uuid
 import aiohttp
 import pytest
 
-from tests.money import HISTORY, wait_status
-from tests.sse import SseStream
-from tests.unit.test_auth_tokens import build_hostile_tokens
+from tests.support.money import HISTORY, wait_status
+from tests.support.sse import SseStream
+from tests.support.tokens import build_hostile_tokens
 from web.auth import ADMIN, CREATORS_WRITE, DEALS_READ, OFFERS_WRITE, mint_token
 from web.auth.dev_idp import DevIdp, dev_issuer
 from web.auth.permissions import requirement_of

@@ -16,8 +16,8 @@ from infra.backup import BackupError, Manifest, dump_database, restore_database
 from infra.crypto import RecipientVault
 from infra.settings import Settings
 from projections.tables import offers
-from tests.money import IBAN, accepted_offer, onboard, request_payout, wait_status
-from tests.stack import eventually, run_cli
+from tests.support.money import IBAN, accepted_offer, onboard, request_payout, wait_status
+from tests.support.stack import eventually, run_cli
 
 _ENV: dict[str, str] = {}
 # Columns the restored projection may legitimately number differently (sequence draws).

@@ -26,9 +26,9 @@ from infra.kafka import EventPublisher
 from infra.settings import Settings
 from models.events import OfferCreated, RoyaltyPeriod
 from projections.tables import deal_changes, deal_events, offers
-from tests.conftest import drop_stack_env, prepare_stack_env
-from tests.kafka_util import read_all
-from tests.stack import Process, eventually
+from tests.support.environments import drop_stack_env, prepare_stack_env
+from tests.support.kafka import read_all
+from tests.support.stack import Process, eventually
 
 BACKLOG = 3000
 HISTORY = tuple(RoyaltyPeriod(f"2025-{m:02d}", 10_000 + 100 * m) for m in range(1, 13))

@@ -16,7 +16,7 @@ from aiohttp.test_utils import TestClient, TestServer
 from infra.flags import FlagContext
 from models.events import RoyaltyPeriod
 from models.pricing import Valuation, ValuationFailure, value_catalog
-from tests.unit.test_flags import CREATOR, OTHER_CREATOR, boolean_flag, local_settings, write_flags
+from tests.support.flags import CREATOR, OTHER_CREATOR, boolean_flag, local_settings, write_flags
 from web.auth.permissions import CREATOR_SCOPE, OFFERS_WRITE, PRINCIPAL, creator_scope_for, requirement_of
 from web.auth.tokens import Principal
 from web.calculator import CALCULATOR_V2_FLAG, FLAGS, calculate_offer, flags_ctx

@@ -14,10 +14,10 @@ from sqlalchemy import func, select
 from agents.consume import Consumer, RawMessage
 from models.events import DEADLETTER_TOPIC
 from projections.tables import deal_events
-from tests.integration.test_pipeline import _is, deal_status, offer_event
-from tests.integration.test_replay import contents, ok, run_command
-from tests.kafka_util import end_offsets, read_all
-from tests.stack import eventually
+from tests.support.commands import contents, ok, run_command
+from tests.support.deals import _is, deal_status, offer_event
+from tests.support.kafka import end_offsets, read_all
+from tests.support.stack import eventually
 
 
 async def park(settings, publisher, consumer: str, message: RawMessage, error_type: str, error: str) -> None:

@@ -10,7 +10,7 @@ from sqlalchemy import select
 
 from projections.rows import deal_json
 from projections.tables import deal_events, offers
-from tests.integration.test_replay import ok, run_command, start_offer, termsheet_issued
+from tests.support.commands import ok, run_command, start_offer, termsheet_issued
 
 
 async def _deal(stack_env, offer_id: str, *args: str) -> dict:

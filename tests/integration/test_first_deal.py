@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from tests.integration.test_pipeline import make_creator
-from tests.sse import SseStream
+from tests.support.deals import make_creator
+from tests.support.sse import SseStream
 
 HISTORY = [{"period": f"2025-{m:02d}", "amount_minor": 100_000 + m * 1_000} for m in range(1, 13)]
 

@@ -27,7 +27,7 @@ from infra.db import create_engine
 from infra.settings import Settings
 from models.ledger import CREATOR_ADVANCES_RECEIVABLE, Posting, balances, payout_posting
 from state.ledger import check_ledger, offer_ledger, post
-from tests.stack import REPO, run_cli
+from tests.support.stack import REPO, run_cli
 
 AT = datetime(2026, 11, 26, 12, 30, tzinfo=UTC)
 LEDGER_TRIGGERS = 8

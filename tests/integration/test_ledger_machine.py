@@ -38,7 +38,7 @@ from infra.db import create_engine
 from infra.settings import Settings
 from models.ledger import Direction, LedgerEntry, Posting, payout_posting, validate_posting
 from state.ledger import account_balances, check_ledger, post
-from tests.stack import run_cli
+from tests.support.stack import run_cli
 
 EXAMPLES = int(os.environ.get("LEDGER_MACHINE_EXAMPLES", "200"))
 STEPS = int(os.environ.get("LEDGER_MACHINE_STEPS", "12"))

@@ -9,8 +9,8 @@ from sqlalchemy import func, select
 
 from infra.documents import DocumentStore
 from state.ledger import check_ledger, ledger_entries
-from tests.money import HOLDER, IBAN, STRIPE_ACCOUNT, accepted_offer, onboard, request_payout, wait_status
-from tests.sse import SseStream
+from tests.support.money import HOLDER, IBAN, STRIPE_ACCOUNT, accepted_offer, onboard, request_payout, wait_status
+from tests.support.sse import SseStream
 
 EXPECTED = ["created", "valued", "termsheet_issued", "accepted", "payout_requested", "paid"]
 
@@ -29,7 +29,7 @@ async def test_creator_to_receipt_end_to_end(web_client, worker, engine, setting
             deal = await (await web_client.get(f"/offers/{offer_id}")).json()
             return deal["receipt_key"] is not None
 
-        from tests.stack import eventually
+        from tests.support.stack import eventually
 
         await eventually(receipt_ready, timeout=45, what="receipt")
         seen: list[str] = []

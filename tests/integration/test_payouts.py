@@ -25,11 +25,11 @@ from models.payout import payout_id_for
 from projections.tables import offers
 from state.ledger import check_ledger, ledger_transactions
 from state.tables import payout_attempts, payouts
-from tests.conftest import drop_stack_env, prepare_stack_env
 from tests.fakes.providers import ProviderFake
-from tests.kafka_util import read_all
-from tests.money import HOLDER, IBAN, STRIPE_ACCOUNT, accepted_offer, onboard, request_payout, wait_status
-from tests.stack import ARTIFACTS, Process, admin_headers, eventually, free_port
+from tests.support.environments import drop_stack_env, prepare_stack_env
+from tests.support.kafka import read_all
+from tests.support.money import HOLDER, IBAN, STRIPE_ACCOUNT, accepted_offer, onboard, request_payout, wait_status
+from tests.support.stack import ARTIFACTS, Process, admin_headers, eventually, free_port
 
 STRIPE_KEY = "sk_test_fake_provider"
 WISE_TOKEN = "wise-test-token-not-real"
@@ -442,7 +442,7 @@ async def test_a_parked_payout_does_not_delay_the_next_deals_payout(money, fake)
 def _cli(env: dict[str, str], *args: str) -> str:
     import subprocess
 
-    from tests.stack import SPACEMUSIC
+    from tests.support.stack import SPACEMUSIC
 
     done = subprocess.run([SPACEMUSIC, *args], env=env, capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
@@ -609,7 +609,7 @@ async def test_reconcile_finds_one_planted_drift_of_each_kind_and_is_clean_other
 
     from sqlalchemy import insert
 
-    from tests.stack import SPACEMUSIC
+    from tests.support.stack import SPACEMUSIC
 
     def reconcile_cli(since: datetime) -> tuple[int, list[dict]]:
         import json
@@ -691,7 +691,7 @@ async def test_reconcile_finds_one_planted_drift_of_each_kind_and_is_clean_other
 def _cli_rc(env: dict[str, str], *args: str) -> tuple[int, str]:
     import subprocess
 
-    from tests.stack import SPACEMUSIC
+    from tests.support.stack import SPACEMUSIC
 
     done = subprocess.run([SPACEMUSIC, *args], env=env, capture_output=True, text=True, timeout=60)
     return done.returncode, done.stdout + done.stderr

@@ -40,11 +40,11 @@ from models.payout import payout_id_for
 from projections import rebuild
 from projections.tables import deal_changes, deal_events, offers
 from state.tables import payout_attempts, payouts
-from tests.conftest import drop_stack_env, prepare_stack_env
-from tests.kafka_util import end_offsets
-from tests.money import onboard
-from tests.sse import SseStream
-from tests.stack import Process, eventually
+from tests.support.environments import drop_stack_env, prepare_stack_env
+from tests.support.kafka import end_offsets
+from tests.support.money import onboard
+from tests.support.sse import SseStream
+from tests.support.stack import Process, eventually
 
 # Every valued offer costs a term sheet PDF (rendered one at a time by the worker): the
 # mix keeps the run within about a minute.

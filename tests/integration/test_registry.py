@@ -12,8 +12,8 @@ import pytest
 
 from infra.avro import DecodeError, event_to_record, record_to_deadletter, record_to_event
 from models.events import DeadLetter
-from tests.stack import run_cli
-from tests.unit.test_deal_fold import T0, lifecycle
+from tests.support.events import T0, lifecycle
+from tests.support.stack import run_cli
 
 
 @pytest.mark.parametrize("event", lifecycle(), ids=lambda e: e.TOPIC)

@@ -7,8 +7,8 @@ import asyncio
 import contextlib
 import uuid
 
-from tests.integration.test_pipeline import deal_status, offer_event
-from tests.stack import Process, free_port, run_cli
+from tests.support.deals import deal_status, offer_event
+from tests.support.stack import Process, free_port, run_cli
 
 
 async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:

@@ -20,8 +20,8 @@ import pytest
 
 from infra.db import create_engine
 from state.sessions import PostgresAuthStore
-from tests.sse import SseStream
-from tests.stack import ARTIFACTS, Process, free_port, run_cli
+from tests.support.sse import SseStream
+from tests.support.stack import ARTIFACTS, Process, free_port, run_cli
 from web.auth import ADMIN, CREATORS_WRITE, DEALS_READ, OFFERS_WRITE, PAYOUTS_WRITE, mint_token
 from web.auth.permissions import METRICS_READ
 
@@ -239,7 +239,7 @@ async def test_the_request_correlation_id_is_on_the_web_log_lines(two_webs, http
 async def test_a_deals_correlation_id_is_in_the_web_and_the_worker_logs(
     two_webs, http, settings, worker, stack_env
 ) -> None:
-    from tests.stack import eventually
+    from tests.support.stack import eventually
 
     correlation = f"deal-{uuid.uuid4().hex}"
     headers = {**bearer(settings, "test|ops", CREATORS_WRITE, OFFERS_WRITE), "X-Correlation-ID": correlation}

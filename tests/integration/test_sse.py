@@ -8,9 +8,9 @@ import aiohttp
 from sqlalchemy import select
 
 from projections.tables import deal_changes
-from tests.integration.test_pipeline import post_offer
-from tests.sse import SseStream
-from tests.stack import Process, admin_headers, eventually, free_port
+from tests.support.deals import post_offer
+from tests.support.sse import SseStream
+from tests.support.stack import Process, admin_headers, eventually, free_port
 
 
 async def changes_since(engine, seq: int) -> list[int]:

@@ -46,8 +46,8 @@ from infra.consumer_lag import ConsumerLagExporter  # noqa: E402
 from infra.settings import Settings  # noqa: E402
 from models.events import DEADLETTER_TOPIC, LIFECYCLE_EVENTS  # noqa: E402
 from tests.faults.stack import PrivateStack  # noqa: E402
-from tests.money import HISTORY, HOLDER, IBAN, STRIPE_ACCOUNT  # noqa: E402
-from tests.stack import Process, free_port, run_cli  # noqa: E402
+from tests.support.money import HISTORY, HOLDER, IBAN, STRIPE_ACCOUNT  # noqa: E402
+from tests.support.stack import Process, free_port, run_cli  # noqa: E402
 
 KINDS = ("kafka_kill", "pg_restart", "pg_terminate", "registry_down", "s3_down", "worker_kill", "web_kill")
 DRAIN_SECONDS = 240.0

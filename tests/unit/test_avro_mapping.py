@@ -25,7 +25,7 @@ from models.events import (
     RoyaltyPeriod,
     ValuationOutcome,
 )
-from tests.unit.test_deal_fold import T0, lifecycle
+from tests.support.events import T0, lifecycle
 
 CATALOG = SchemaCatalog.load(REPO_ROOT / "schema")
 

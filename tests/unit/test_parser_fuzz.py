@@ -20,7 +20,7 @@ from hypothesis import HealthCheck, given, seed, settings
 from hypothesis import strategies as st
 from multidict import CIMultiDict
 
-from tests.stack import ARTIFACTS
+from tests.support.stack import ARTIFACTS
 from web.auth.jwks import JwksCache
 from web.auth.sessions import SignedPrincipalCodec
 from web.auth.tokens import AuthError, Principal, TokenVerifier

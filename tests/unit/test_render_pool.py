@@ -12,7 +12,7 @@ import pytest
 
 from infra.documents import RenderPool, produce_termsheet
 from infra.documents.render import render_receipt_html, render_termsheet_html, write_pdf
-from tests.unit.test_documents_render import MemoryStore, receipt, termsheet
+from tests.support.documents import MemoryStore, receipt, termsheet
 
 ISSUED = datetime(2025, 3, 3, 14, 5, 12, tzinfo=UTC)
 

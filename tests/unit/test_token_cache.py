@@ -11,7 +11,7 @@ import pytest
 import respx
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from tests.unit.test_auth_tokens import AUDIENCE, ISSUER, JWKS_URL, FakeClock, base_claims, public_jwk, sign
+from tests.support.tokens import AUDIENCE, ISSUER, JWKS_URL, FakeClock, base_claims, public_jwk, sign
 from web.auth import tokens as tokens_module
 from web.auth.jwks import JwksCache
 from web.auth.tokens import AuthError, TokenVerifier

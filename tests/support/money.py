@@ -7,7 +7,7 @@ import uuid
 from sqlalchemy import select
 
 from projections.tables import offers
-from tests.stack import eventually
+from tests.support.stack import eventually
 
 IBAN = "DE89370400440532013000"
 HOLDER = "Ada Lovelace-Byron"
