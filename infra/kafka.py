@@ -48,6 +48,15 @@ class EventPublisher:
     async def stop(self) -> None:
         await self._producer.stop()
 
+    async def ping(self, timeout: float = 3.0) -> bool:
+        """Whether a broker answers now, over the producer's own connection (a probe opens
+        no connection of its own)."""
+        try:
+            async with asyncio.timeout(timeout):
+                return bool(await self._producer.client.force_metadata_update())
+        except (TimeoutError, KafkaError, OSError):
+            return False
+
     async def publish(self, event: Event, extra_headers: Headers | None = None) -> None:
         await self.publish_many([event], extra_headers)
 

@@ -45,6 +45,11 @@ PARKED_INTERVAL_SECONDS = 30.0
 VALUED_INTERVAL_SECONDS = 10.0
 
 
+# How often the worker asks a broker for metadata: /readyz turns 503 within about that long
+# after the broker goes away (the consumer itself just keeps reconnecting, silently).
+BROKER_PROBE_SECONDS = 2.0
+
+
 class WorkerHealth:
     """What the probes read. Written from the Faust loop, read from the HTTP thread."""
 
@@ -52,6 +57,7 @@ class WorkerHealth:
         self.started = time.monotonic()
         self.last_beat: float | None = None  # None until the Faust app is running
         self.assigned_once = False
+        self.broker_reachable = True  # until a probe says otherwise
 
     def beat(self) -> None:
         self.last_beat = time.monotonic()
@@ -76,7 +82,15 @@ class WorkerHealth:
         # it is a warm standby the group hands partitions to when another member leaves.
         if not self.assigned_once:
             return False, "waiting for the consumer group assignment"
+        if not self.broker_reachable:
+            return False, "no Kafka broker answers"
         return True, "ok"
+
+    def broker_probed(self, reachable: bool) -> None:
+        """Record a broker probe; the log says when reachability changes, once per outage."""
+        if reachable != self.broker_reachable:
+            (log.info if reachable else log.warning)("broker_reachable" if reachable else "broker_unreachable")
+        self.broker_reachable = reachable
 
 
 def serve_probes(health: WorkerHealth, host: str, port: int) -> ThreadingHTTPServer:
@@ -121,6 +135,14 @@ def attach_health(app: SpaceMusicApp, health: WorkerHealth, role: str) -> None:
     async def _assigned(sender: object, assigned: set[Any], **_: Any) -> None:
         health.beat()
         health.assigned_once = True
+
+    @app.timer(interval=BROKER_PROBE_SECONDS)
+    async def _broker_probe() -> None:
+        try:
+            publisher = app.resources.publisher
+        except RuntimeError:  # resources are built when the app starts
+            return
+        health.broker_probed(await publisher.ping(timeout=BROKER_PROBE_SECONDS))
 
     topics = {t for agent in app.agents.values() for t in getattr(agent.channel, "topics", ())}
     lag = ConsumerLagExporter(app.settings.kafka_bootstrap_servers, app.conf.id, topics, LAG_INTERVAL_SECONDS)

@@ -70,23 +70,10 @@ def test_web_readyz_tells_the_truth_through_a_database_outage(web_outage: dict[s
     assert web_outage["ready_again_after"] is not None, f"/readyz never recovered: {web_outage}"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="web/health.py readyz() logs a 'not_ready' warning on EVERY failed probe (one line per "
-    "probe per second for the whole outage) instead of once per outage; fix: log on the ready->"
-    "not-ready transition (and one 'ready_again' line), e.g. remember the last state per app",
-)
 def test_web_logs_a_database_outage_once(web_outage: dict[str, object]) -> None:
     assert int(web_outage["not_ready_lines"]) <= 2, web_outage  # type: ignore[call-overload]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bootstrap/commands/worker.py WorkerHealth.ready() only looks at the event-loop heartbeat "
-    "and the first assignment: with the broker gone the worker's /readyz stays 200; fix: mark not "
-    "ready while the consumer has no broker connection / a handler is in a TRANSIENT_IO retry "
-    "(e.g. set a flag from infra.retry's outage start/recovered callbacks)",
-)
 def test_worker_readyz_reports_a_broker_outage(private_stack: PrivateStack) -> None:
     port = free_port()
     env = {**private_stack.env, "METRICS_PORT": str(port), "CONSUMER_GROUP_PREFIX": f"rz{uuid.uuid4().hex[:6]}"}
