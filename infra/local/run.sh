@@ -9,8 +9,8 @@ cat <<BANNER
   SpaceMusic is starting (web, worker, simulated offers). Where to look:
     admin page        $web/admin          (dev login: $web/dev-idp/login)
     deals (JSON)      $web/deals
-    live SSE stream   curl -N $web/offers/events/deals
-    metrics           $web/metrics
+    live SSE stream   curl -N -H "Authorization: Bearer \$(spacemusic dev-token --permission deals:read)" $web/offers/events/deals
+    metrics           curl -H "Authorization: Bearer \$(spacemusic dev-token --permission metrics:read)" $web/metrics
     readiness         $web/readyz
     stack             make stack-status   (logs in .local/logs/)
   Ctrl-C stops web and workers; the stack keeps running (make stack-down stops it).
