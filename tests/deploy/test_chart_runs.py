@@ -286,7 +286,7 @@ def test_a_wrong_probe_fails(chart: dict[str, Any]) -> None:
         stop(proc)
 
 
-def test_every_metric_named_is_exported() -> None:
+def test_every_metric_named_is_exported(chart: dict[str, Any]) -> None:  # needs helm, as the probe tests do
     """Every metric a rule, dashboard panel or rollout analysis selects is declared on a
     live /metrics of web or a worker (or is a documented external series)."""
     components = {"web", "worker-pipeline", "worker-payouts", "worker-documents"}
