@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import errno
 import os
+import socket
 
 import click
 from aiohttp import web
@@ -29,6 +30,9 @@ def _port_error(variable: str, host: str, port: int, exc: OSError) -> str:
 def web_command(host: str | None, port: int | None) -> None:
     """Serve the HTTP API, the SSE deals stream and the admin page."""
     settings = load_settings()
+    # Before waiting for the dependencies (which may take minutes): a port that is taken is
+    # an operator's mistake to report at once.
+    _check_port_free(host or settings.web_host, port or settings.web_port)
     run(wait_for_dependencies(settings))
     loop = _event_loop()
     log.info("web_starting", host=host or settings.web_host, port=port or settings.web_port, event_loop=loop)
@@ -47,6 +51,15 @@ def web_command(host: str | None, port: int | None) -> None:
         raise click.ClickException(
             _port_error("WEB_PORT", host or settings.web_host, port or settings.web_port, exc)
         ) from None
+
+
+def _check_port_free(host: str, port: int) -> None:
+    with socket.socket() as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as aiohttp binds
+        try:
+            probe.bind((host, port))
+        except OSError as exc:
+            raise click.ClickException(_port_error("WEB_PORT", host, port, exc)) from None
 
 
 def _event_loop() -> str:
