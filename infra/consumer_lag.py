@@ -18,10 +18,12 @@ from collections.abc import Iterable
 
 from aiokafka import AIOKafkaConsumer
 from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.errors import KafkaError
 from aiokafka.structs import TopicPartition
 
 from infra.logging import get_logger
 from infra.metrics import CONSUMER_LAG, CONSUMER_LAG_SCRAPE_ERRORS
+from infra.retry import QUICK, retry
 
 log = get_logger(__name__)
 
@@ -73,7 +75,16 @@ class ConsumerLagExporter:
         for topic in self.topics:
             for p in self._consumer.partitions_for_topic(topic) or await self._partitions(topic):
                 partitions.append(TopicPartition(topic, p))
-        offsets = await self._admin.list_consumer_group_offsets(self.group, partitions=partitions)
+        admin = self._admin
+        # A broker that just started has no group coordinator for a while (the offsets topic
+        # is still being created): a retriable answer, not a reason to report nothing.
+        offsets = await retry(
+            QUICK,
+            lambda: admin.list_consumer_group_offsets(self.group, partitions=partitions),
+            what="consumer_group_offsets",
+            retry_on=lambda exc: isinstance(exc, KafkaError) and exc.retriable,
+            group=self.group,
+        )
         committed = {tp: meta.offset for tp, meta in offsets.items()}
         beginning = await self._consumer.beginning_offsets(partitions)
         end = await self._consumer.end_offsets(partitions)
