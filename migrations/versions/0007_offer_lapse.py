@@ -18,8 +18,9 @@ depends_on = None
 
 TS = sa.DateTime(timezone=True)
 
+# valid_until is derived by the fold (the term sheet's date plus models.offers.OFFER_VALIDITY)
+# and stored so the sweeper and GET /deals can filter on it.
 _COLUMNS: tuple[tuple[str, sa.types.TypeEngine], ...] = (
-    ("termsheet_issued_at", TS),
     ("valid_until", TS),
     ("declined_at", TS),
     ("declined_by", sa.Text()),
