@@ -384,7 +384,12 @@ class PayoutRunner:
             return f"{provider.lower()}_not_configured"
         if recipient is None:
             return "recipient_not_found"
-        details = self._vault.open(recipient["details_ciphertext"])
+        # Bound to this row: details copied in from another recipient's row do not open.
+        details = self._vault.open(
+            recipient["details_ciphertext"],
+            recipient_id=str(recipient["recipient_id"]),
+            creator_id=str(recipient["creator_id"]),
+        )
         if provider == "STRIPE":
             if "stripe_account_id" not in details:
                 return "no_stripe_account"

@@ -125,7 +125,14 @@ async def setup(engine: Any, vault: RecipientVault, n: int) -> tuple[str, str, l
     deals = [(str(uuid.uuid4()), 100_00 + i) for i in range(n)]
     async with engine.begin() as conn:
         await insert_creator(conn, creator_id, "Soak", "GB")
-        await insert_recipient(conn, recipient_id, creator_id, "EUR", vault.seal(details), {"iban": "DE89…3000"})
+        await insert_recipient(
+            conn,
+            recipient_id,
+            creator_id,
+            "EUR",
+            vault.seal(details, recipient_id=recipient_id, creator_id=creator_id),
+            {"iban": "DE89…3000"},
+        )
         await conn.execute(
             insert(offers),
             [

@@ -13,8 +13,11 @@ start-up instead of half-working.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import hashlib
 import os
+import re
 from collections.abc import Mapping
 from contextvars import ContextVar
 from pathlib import Path
@@ -77,6 +80,10 @@ class Settings(BaseSettings):
     wise_api_base: str = "https://api.transferwise.com"
     wise_token: SecretStr = SecretStr("")
     wise_profile_id: str = ""
+    # Recipient details (infra/crypto.py): the keyring "<key id>:<base64 of 32 bytes>,..." whose
+    # first entry seals new rows and every entry opens; the legacy single Fernet key only opens
+    # rows sealed before the keyring, until `spacemusic recipients rotate-key` re-encrypts them.
+    recipient_encryption_keys: SecretStr = SecretStr("")
     recipient_encryption_key: SecretStr = SecretStr("")
     payout_provider_timeout_seconds: float = 10.0
     # Ambiguous provider answers (docs/providers.md): how long a Stripe 5xx may take to become
@@ -133,6 +140,13 @@ class Settings(BaseSettings):
             return tuple(a.strip() for a in value.split(",") if a.strip())
         return value
 
+    @field_validator("recipient_encryption_keys")
+    @classmethod
+    def _keyring(cls, value: SecretStr) -> SecretStr:
+        if value.get_secret_value().strip():
+            parse_keyring(value.get_secret_value())  # fails fast; the message never holds a key
+        return value
+
     @field_validator("database_url")
     @classmethod
     def _postgres_url(cls, value: SecretStr) -> SecretStr:
@@ -164,6 +178,12 @@ class Settings(BaseSettings):
     @property
     def asyncpg_dsn(self) -> str:
         return self.sqlalchemy_url.replace("postgresql+asyncpg://", "postgresql://", 1)
+
+    @property
+    def recipient_keyring(self) -> tuple[tuple[str, bytes], ...]:
+        """(key id, 32-byte AES key) pairs, the current key first; empty when not configured."""
+        text = self.recipient_encryption_keys.get_secret_value()
+        return parse_keyring(text) if text.strip() else ()
 
     @property
     def is_dev(self) -> bool:
@@ -205,6 +225,37 @@ class Settings(BaseSettings):
         }
 
 
+KEY_ID_PATTERN = re.compile(r"[A-Za-z0-9_-]{1,32}")
+KEYRING_FORMAT = "comma-separated <key id>:<base64 of 32 random bytes> entries, the current key first"
+
+
+def parse_keyring(text: str) -> tuple[tuple[str, bytes], ...]:
+    """RECIPIENT_ENCRYPTION_KEYS -> ((key id, key), ...). A malformed entry raises ValueError
+    naming the entry's position and key id (never its key material)."""
+    entries: list[tuple[str, bytes]] = []
+    for position, raw in enumerate(text.split(","), start=1):
+        entry = raw.strip()
+        key_id, sep, encoded = entry.partition(":")
+        key_id = key_id.strip()
+        if not sep or not KEY_ID_PATTERN.fullmatch(key_id):
+            raise ValueError(
+                f"entry {position}: expected <key id>:<key> with a key id of 1-32 letters, digits, _ or - "
+                f"({KEYRING_FORMAT})"
+            )
+        try:  # standard or urlsafe alphabet (what `openssl rand -base64 32` and Fernet keys use)
+            key = base64.b64decode(encoded.strip().replace("-", "+").replace("_", "/"), validate=True)
+        except (binascii.Error, ValueError):
+            key = b""
+        if len(key) != 32:
+            raise ValueError(
+                f"entry {position} ({key_id}): the key is not base64 of exactly 32 bytes ({KEYRING_FORMAT})"
+            )
+        if any(key_id == known for known, _ in entries):
+            raise ValueError(f"key id {key_id} appears more than once")
+        entries.append((key_id, key))
+    return tuple(entries)
+
+
 # SHA-256 of the secrets committed in infra/local/dev.env and oidc.env (a test keeps these in step). They
 # are public, so outside dev a process that finds one of them refuses to start.
 _DEV_SECRET_SHA256: dict[str, frozenset[str]] = {
@@ -213,13 +264,22 @@ _DEV_SECRET_SHA256: dict[str, frozenset[str]] = {
     # infra/local/oidc/oidc.env (the local OIDC provider's client)
     "oidc_client_secret": frozenset({"695f3682999ad255e8c6ac273bc072327d02d9bd0f0b06784d585cbd640adf5a"}),
 }
+# SHA-256 of the raw 32-byte keys committed in dev.env (the RECIPIENT_ENCRYPTION_KEYS entry and
+# the legacy Fernet key's bytes): outside dev a keyring holding one of them, under any key id,
+# is refused too.
+_DEV_RECIPIENT_KEY_SHA256: frozenset[str] = frozenset(
+    {
+        "61388583c0630f8f5d14d413377f59af763ad1579115001acb5aae010cf41e35",
+        "d531cc24961a44c4b521bd71f7bdb0a6289eea657c5b415d6c12d80123010396",
+    }
+)
 DEV_IDP_PATH = "/dev-idp/"
 
 
 def refuse_dev_secrets(settings: Settings) -> None:
-    """Outside dev, start-up refuses the committed dev session secret, the dev encryption key
-    and the dev IdP's keys (an issuer or JWKS URL under /dev-idp/); the message names each
-    variable, never its value."""
+    """Outside dev, start-up refuses the committed dev session secret, the dev encryption keys
+    (the legacy key and any keyring entry) and the dev IdP's keys (an issuer or JWKS URL under
+    /dev-idp/); the message names each variable, never its value."""
     if settings.is_dev:
         return
     found: list[str] = []
@@ -227,6 +287,12 @@ def refuse_dev_secrets(settings: Settings) -> None:
         value = getattr(settings, field).get_secret_value()
         if value and hashlib.sha256(value.encode()).hexdigest() in digests:
             found.append(f"{Settings.env_var(field)} is the committed dev value from infra/local/dev.env")
+    for key_id, key in settings.recipient_keyring:
+        if hashlib.sha256(key).hexdigest() in _DEV_RECIPIENT_KEY_SHA256:
+            found.append(
+                f"{Settings.env_var('recipient_encryption_keys')} entry {key_id} is a committed dev key "
+                "from infra/local/dev.env"
+            )
     for field in ("oidc_issuer", "oidc_jwks_url"):
         if DEV_IDP_PATH in getattr(settings, field):
             found.append(f"{Settings.env_var(field)} points at the dev IdP ({DEV_IDP_PATH})")

@@ -8,6 +8,7 @@ from sqlalchemy import insert, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from infra.crypto import key_id_of
 from infra.sql import jsonable
 from state.tables import creators, payout_recipients
 
@@ -41,6 +42,8 @@ async def insert_recipient(
             currency=currency,
             details_ciphertext=ciphertext,
             masked=masked,
+            # Read from the envelope, so the column can never disagree with what sealed the row.
+            key_id=key_id_of(ciphertext),
         )
     )
 

@@ -39,10 +39,15 @@ payout_recipients = Table(
     Column("recipient_id", ID, primary_key=True),
     Column("creator_id", ID, ForeignKey("creators.creator_id"), nullable=False, index=True),
     Column("currency", String(3), nullable=False),
-    # Fernet token (AES-128-CBC + HMAC-SHA256) of the JSON details; key from settings.
+    # The sealed JSON details: an AES-256-GCM envelope bound to this row's recipient and
+    # creator ids (infra/crypto.py), or a legacy Fernet token until it is rotated.
     Column("details_ciphertext", LargeBinary, nullable=False),
     Column("masked", JSONB, nullable=False),
+    # Never read or written: superseded by key_id, kept so processes still running the previous
+    # release (which select it) survive a rolling deploy; a later migration may drop it.
     Column("key_version", Integer, nullable=False, server_default="1"),
+    # The keyring entry that sealed it; NULL = the legacy Fernet key (migration 0009).
+    Column("key_id", String(32), index=True),
     Column("created_at", TS, nullable=False, server_default=func.now()),
 )
 

@@ -69,11 +69,12 @@ async def add_recipient(request: web.Request) -> web.Response:
     creator_id = _creator_id(request)
     body = await read_body(request, RecipientIn)
     details, masked = secret_and_masked(body)
+    recipient_id = str(uuid.uuid4())
     command = commands.AddRecipient(
         creator_id=creator_id,
-        recipient_id=str(uuid.uuid4()),
+        recipient_id=recipient_id,
         currency=body.currency,
-        ciphertext=request.app[VAULT].seal(details),
+        ciphertext=request.app[VAULT].seal(details, recipient_id=recipient_id, creator_id=creator_id),
         masked=masked,
     )
     await commands.add_recipient(command, request.app[ENGINE])

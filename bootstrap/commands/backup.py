@@ -80,14 +80,15 @@ def backup() -> None:
 
 
 async def _decryptable(settings: Settings, engine: Any) -> tuple[int, int]:
-    if not settings.recipient_encryption_key.get_secret_value():
+    if not settings.recipient_keyring:
         return 0, 0
     vault = RecipientVault.from_settings(settings)
     ok = bad = 0
+    columns = (payout_recipients.c.recipient_id, payout_recipients.c.creator_id, payout_recipients.c.details_ciphertext)
     async with engine.connect() as conn:
-        for (ciphertext,) in await conn.execute(select(payout_recipients.c.details_ciphertext)):
+        for recipient_id, creator_id, ciphertext in await conn.execute(select(*columns)):
             try:
-                vault.open(bytes(ciphertext))
+                vault.open(bytes(ciphertext), recipient_id=str(recipient_id), creator_id=str(creator_id))
                 ok += 1
             except ValueError:
                 bad += 1

@@ -141,8 +141,13 @@ async def test_backup_mid_traffic_restores_and_replays_kafka(stack_env, web_clie
                     assert postings == 1
             # Recipients: still decryptable with the configured key, and the details are right.
             vault = RecipientVault.from_settings(settings)
-            recipients = await conn.fetch("SELECT details_ciphertext FROM payout_recipients")
-            details = [vault.open(bytes(r["details_ciphertext"])) for r in recipients]
+            recipients = await conn.fetch("SELECT recipient_id, creator_id, details_ciphertext FROM payout_recipients")
+            details = [
+                vault.open(
+                    bytes(r["details_ciphertext"]), recipient_id=str(r["recipient_id"]), creator_id=str(r["creator_id"])
+                )
+                for r in recipients
+            ]
             assert any(IBAN in json.dumps(d) for d in details)
             # The restored ledger is append-only again (triggers came back with the schema).
             with pytest.raises(asyncpg.PostgresError):
