@@ -3,7 +3,8 @@
 Each handler builds a command and calls its handler in :mod:`web.commands`, which checks the
 deals projection against the domain's rules (409 / 422 otherwise) and publishes an event;
 neither writes an offer's state itself. Payout requests are idempotent per
-``Idempotency-Key``: the first answer (success or refusal) is stored and replayed.
+``Idempotency-Key``: the first answer (success or refusal) is stored and replayed, except
+a refusal that only reflects the deal's state at that moment (see ``REEVALUATED``).
 """
 
 from __future__ import annotations
@@ -21,6 +22,13 @@ from web.keys import ENGINE, PUBLISHER
 from web.validation import path_uuid, read_body
 
 MAX_IDEMPOTENCY_KEY = 255
+# Answers not stored under the key: 404 (the projection has not seen the offer yet) and 409
+# (not accepted *yet*: accept answers 202 before the projection shows it). Both change as the
+# deal moves on, so replaying them would refuse a correct retry with the same key forever
+# (the fault soak lost every offer paid right after its accept this way). A retry is
+# evaluated afresh instead; the 202 that finally comes is stored and replayed, and the
+# deterministic payout id still makes two successes one payout.
+REEVALUATED = frozenset({404, 409})
 
 
 async def accept_offer(request: web.Request) -> web.Response:
@@ -57,7 +65,7 @@ async def request_payout(request: web.Request) -> web.Response:
                 )
             return web.json_response(stored_body, status=status, headers={"Idempotent-Replayed": "true"})
         status, answer = await _pay_out(command, conn, request.app[PUBLISHER])
-        if status < 500:
+        if status < 500 and status not in REEVALUATED:
             await store_response(conn, scope, key, fingerprint, status, answer)
     return web.json_response(answer, status=status)
 
