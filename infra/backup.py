@@ -56,6 +56,7 @@ OWNED_TABLES = (
     "ledger_transactions",
     "ledger_entries",
     "api_idempotency",
+    "event_outbox",  # committed events not yet published (web/idempotent.py)
     "sessions",
 )
 

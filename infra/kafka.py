@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from aiokafka import AIOKafkaProducer
@@ -25,6 +26,18 @@ Headers = list[tuple[str, bytes]]
 
 def all_logical_topics() -> list[str]:
     return [cls.TOPIC for cls in LIFECYCLE_EVENTS] + [DEADLETTER_TOPIC]
+
+
+@dataclass(frozen=True, slots=True)
+class EncodedEvent:
+    """An event as it goes to the broker (logical topic, key, registry-framed value, headers):
+    what the outbox stores, so a later send is byte for byte the same message."""
+
+    event_id: str
+    topic: str
+    key: bytes | None
+    value: bytes
+    headers: tuple[tuple[str, bytes], ...]
 
 
 class EventPublisher:
@@ -64,16 +77,22 @@ class EventPublisher:
         """Send every event without waiting for each acknowledgement, then wait for all of
         them: one round trip per batch instead of one per event. Returns only when every
         event is durable (acks=all); raises the first failure otherwise."""
-        deliveries = []
-        for event in events:
-            value = await self._codec.encode_event(event)
-            headers: Headers = [
-                ("event_type", event.TOPIC.encode()),
-                ("event_id", event.event_id.encode()),
-                ("correlation_id", event.correlation_id.encode()),
-                *(extra_headers or []),
-            ]
-            deliveries.append(await self._send(event.TOPIC, event.offer_id.encode(), value, headers))
+        await self.send_encoded([await self.encode(event, extra_headers) for event in events])
+
+    async def encode(self, event: Event, extra_headers: Headers | None = None) -> EncodedEvent:
+        """The message for ``event`` (the registry is asked only for a schema id not cached)."""
+        headers = (
+            ("event_type", event.TOPIC.encode()),
+            ("event_id", event.event_id.encode()),
+            ("correlation_id", event.correlation_id.encode()),
+            *(extra_headers or []),
+        )
+        value = await self._codec.encode_event(event)
+        return EncodedEvent(event.event_id, event.TOPIC, event.offer_id.encode(), value, headers)
+
+    async def send_encoded(self, messages: Sequence[EncodedEvent]) -> None:
+        """Send already-encoded events, pipelined like ``publish_many``; returns when all are durable."""
+        deliveries = [await self._send(m.topic, m.key, m.value, list(m.headers)) for m in messages]
         await self._delivered(deliveries)
 
     async def publish_deadletter(self, letter: DeadLetter, key: bytes | None) -> None:

@@ -86,6 +86,10 @@ class Settings(BaseSettings):
     recipient_encryption_keys: SecretStr = SecretStr("")
     recipient_encryption_key: SecretStr = SecretStr("")
     payout_provider_timeout_seconds: float = 10.0
+    # The outbox relay (web/relay.py): rows unsent this long after their commit are published
+    # by the relay (younger ones are still being sent by their handler); how often it looks.
+    outbox_relay_after_seconds: float = 5.0
+    outbox_relay_poll_seconds: float = 1.0
     # Ambiguous provider answers (docs/providers.md): how long a Stripe 5xx may take to become
     # visible before a lookup that still finds nothing counts as "never executed"; how many
     # lookups the consumer makes itself before parking the payout for the resolver; how often

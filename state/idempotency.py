@@ -6,7 +6,7 @@ import hashlib
 import json
 from typing import Any
 
-from sqlalchemy import select, text
+from sqlalchemy import delete, select, text
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -40,4 +40,11 @@ async def store_response(
         insert(api_idempotency)
         .values(scope=scope, idempotency_key=key, request_hash=request_hash, response_status=status, response_body=body)
         .on_conflict_do_nothing()
+    )
+
+
+async def forget_response(conn: AsyncConnection, scope: str, key: str) -> None:
+    """Take a stored answer back (its event could not be published: the client was told 503)."""
+    await conn.execute(
+        delete(api_idempotency).where(api_idempotency.c.scope == scope, api_idempotency.c.idempotency_key == key)
     )

@@ -1,5 +1,5 @@
 """Owned state, which the event log cannot rebuild: creators, encrypted payout recipients, the payout
-state machine with its provider attempts, and API idempotency records."""
+state machine with its provider attempts, API idempotency records and the event outbox."""
 
 from __future__ import annotations
 
@@ -138,4 +138,21 @@ api_idempotency = Table(
     Column("response_body", JSONB, nullable=False),
     Column("created_at", TS, nullable=False, server_default=func.now()),
     PrimaryKeyConstraint("scope", "idempotency_key"),
+)
+
+# Events the web app committed together with their command's answer (migration 0010): the
+# Confluent-framed Avro bytes exactly as they go to the broker, sent after the commit and
+# marked; the relay (web/relay.py) sends what a killed process left unsent.
+event_outbox = Table(
+    "event_outbox",
+    metadata,
+    Column("seq", BigInteger, primary_key=True, autoincrement=True),
+    Column("event_id", ID, nullable=False, unique=True),
+    Column("topic", Text, nullable=False),  # logical topic (without the namespace)
+    Column("message_key", LargeBinary),
+    Column("value", LargeBinary, nullable=False),
+    Column("headers", JSONB, nullable=False),  # [[name, value], ...], values as text
+    Column("created_at", TS, nullable=False, server_default=func.now()),
+    Column("sent_at", TS),
+    Index("ix_event_outbox_unsent", "seq", postgresql_where=text("sent_at IS NULL")),
 )

@@ -19,6 +19,7 @@ from web.auth import auth_middleware, setup_auth
 from web.feed import DealChangeFeed
 from web.keys import CODEC, DOCUMENTS, ENGINE, FEED, PUBLISHER, SETTINGS, VAULT
 from web.middleware import json_errors, request_context
+from web.relay import relay_ctx
 from web.routes import add_routes, public_paths
 from web.validation import MAX_BODY_BYTES
 
@@ -84,7 +85,9 @@ def create_app(settings: Settings) -> web.Application:
     app[SETTINGS] = settings
     app[VAULT] = RecipientVault.from_settings(settings)
     setup_auth(app, settings, public_routes=public_paths())
-    app.cleanup_ctx.extend([_database, _kafka, _documents, _feed, calculator.flags_ctx, _metrics_listener(app)])
+    app.cleanup_ctx.extend(
+        [_database, _kafka, relay_ctx, _documents, _feed, calculator.flags_ctx, _metrics_listener(app)]
+    )
     add_routes(app)
     setup_admin(app)
     return app

@@ -15,7 +15,6 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from infra.db import read_connection
 from infra.kafka import EventPublisher
 from infra.logging import get_logger
 from models import rules
@@ -24,11 +23,11 @@ from models.events import OfferAccepted, OfferCreated, PayoutRequested, RoyaltyP
 from models.payout import payout_id_for
 from projections.queries import get_deal
 from state.creators import creator_exists, get_creator, get_recipient, insert_creator, insert_recipient
-from web.errors import Unavailable
 
 log = get_logger(__name__)
 
 _ACCEPT_NS = uuid.UUID("0d9f3a52-5f0b-5b8e-8d3c-7a4f1a2b9c10")
+_COMMAND_NS = uuid.UUID("6a0c2a8e-3f1d-5b7a-9e42-1c5d8b7f0e31")
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,6 +46,9 @@ class CreateOffer:
     creator_id: str
     currency: str
     royalty_history: tuple[RoyaltyPeriod, ...]
+    # The idempotency scope and key ("<scope>\x1f<key>"): the offer and event ids derive from
+    # it, so a retried command queues the same event. None: fresh ids.
+    seed: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,6 +62,7 @@ class RequestPayout:
     actor: Actor
     offer_id: str
     recipient_id: str
+    seed: str | None = None  # as for CreateOffer: the event id derives from it
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,27 +89,26 @@ async def visible_deal(conn: AsyncConnection, offer_id: str, scope: str | None) 
     return deal
 
 
-async def create_offer(cmd: CreateOffer, engine: AsyncEngine, publisher: EventPublisher) -> OfferCreated:
+def command_id(seed: str | None, what: str) -> str:
+    """A fresh id, or (with a seed) the same id for every retry of the same command."""
+    return str(uuid.uuid4()) if seed is None else str(uuid.uuid5(_COMMAND_NS, f"{what}\x1f{seed}"))
+
+
+async def create_offer(cmd: CreateOffer, conn: AsyncConnection) -> OfferCreated:
+    """The ``offer.created`` event, checked; the caller queues it (web/idempotent.py) in the
+    transaction of ``conn``."""
     rules.can_act_for(cmd.actor.scope, cmd.creator_id)
-    async with read_connection(engine) as conn:
-        if not await creator_exists(conn, cmd.creator_id):
-            raise UnknownCreator()
-    event = OfferCreated(
-        event_id=str(uuid.uuid4()),
-        offer_id=str(uuid.uuid4()),
+    if not await creator_exists(conn, cmd.creator_id):
+        raise UnknownCreator()
+    return OfferCreated(
+        event_id=command_id(cmd.seed, "offer.created"),
+        offer_id=command_id(cmd.seed, "offer"),
         creator_id=cmd.creator_id,
         occurred_at=datetime.now(UTC),
         correlation_id=cmd.actor.correlation_id,
         currency=cmd.currency,
         royalty_history=cmd.royalty_history,
     )
-    try:
-        await publisher.publish(event)
-    except Exception as exc:  # noqa: BLE001 - broker or registry down
-        log.error("offer_publish_failed", error=type(exc).__name__, offer_id=event.offer_id)
-        raise Unavailable("could not record the offer right now; retry later") from exc
-    log.info("offer_created", offer_id=event.offer_id, months=len(cmd.royalty_history))
-    return event
 
 
 async def accept_offer(cmd: AcceptOffer, engine: AsyncEngine, publisher: EventPublisher) -> bool:
@@ -133,13 +135,14 @@ async def accept_offer(cmd: AcceptOffer, engine: AsyncEngine, publisher: EventPu
     return True
 
 
-async def request_payout(cmd: RequestPayout, conn: AsyncConnection, publisher: EventPublisher) -> PayoutRequested:
-    """Inside the caller's transaction (which holds the idempotency key's lock)."""
+async def request_payout(cmd: RequestPayout, conn: AsyncConnection) -> PayoutRequested:
+    """The ``offer.payout.requested`` event, checked inside the caller's transaction (which
+    holds the idempotency key's lock and queues the event, web/idempotent.py)."""
     deal = await visible_deal(conn, cmd.offer_id, cmd.actor.scope)
     rules.can_pay_out(deal)
     rules.can_receive_payout(deal, await get_recipient(conn, cmd.recipient_id))
-    event = PayoutRequested(
-        event_id=str(uuid.uuid4()),
+    return PayoutRequested(
+        event_id=command_id(cmd.seed, "offer.payout.requested"),
         offer_id=cmd.offer_id,
         creator_id=deal["creator_id"],
         occurred_at=datetime.now(UTC),
@@ -150,9 +153,6 @@ async def request_payout(cmd: RequestPayout, conn: AsyncConnection, publisher: E
         currency=deal["currency"],
         requested_by=cmd.actor.subject,
     )
-    await publisher.publish(event)
-    log.info("payout_requested", offer_id=cmd.offer_id, payout_id=event.payout_id)
-    return event
 
 
 async def create_creator(cmd: CreateCreator, engine: AsyncEngine) -> dict[str, Any]:
