@@ -167,7 +167,7 @@ class Peer:
                     continue
                 started = started or time.monotonic()
                 created = [await self.codec.decode_event(OfferCreated, r.value) for r in records]
-                valued = [valuate(c, datetime.now(UTC)) for c in created]
+                valued = [valuate(c) for c in created]
                 deliveries = [
                     await producer.send(
                         s.topic(v.TOPIC), value=await self.codec.encode_event(v), key=v.offer_id.encode()
