@@ -54,6 +54,12 @@ DRAIN_SECONDS = 240.0
 ROLES = {"pipeline-1": "pipeline", "pipeline-2": "pipeline", "payouts-1": "payouts", "payouts-2": "payouts"}
 
 
+def retry_after(resp: httpx.Response) -> float | None:
+    """The seconds a 429/503 asks the client to wait (RFC 9110 delay-seconds), if any."""
+    value = resp.headers.get("Retry-After", "")
+    return float(value) if value.strip().isdigit() else None
+
+
 @dataclass
 class Deal:
     offer_id: str | None = None
@@ -98,9 +104,11 @@ class Soak:
     async def call(
         self, client: httpx.AsyncClient, method: str, path: str, ok: tuple[int, ...], **kw
     ) -> httpx.Response:
-        """Retry through outages (5xx, 429, connection errors) until one of ``ok`` or 10 minutes."""
-        deadline = time.monotonic() + 600
+        """Retry through outages (5xx, 409, 429, connection errors) until one of ``ok``: for as
+        long as it takes (the drain bounds a deal as a whole), pausing as long as a 429's or
+        503's ``Retry-After`` asks, with the same request (and so the same Idempotency-Key)."""
         while True:
+            pause = 1.0
             try:
                 resp = await client.request(method, path, **kw)
                 if resp.status_code in ok:
@@ -108,11 +116,10 @@ class Soak:
                 self.http_errors[str(resp.status_code)] += 1
                 if resp.status_code < 500 and resp.status_code not in (409, 429):
                     raise RuntimeError(f"{method} {path}: {resp.status_code} {resp.text[:200]}")
+                pause = retry_after(resp) or pause
             except httpx.HTTPError as exc:
                 self.http_errors[type(exc).__name__] += 1
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"{method} {path}: gave up")
-            await asyncio.sleep(1.0)
+            await asyncio.sleep(pause)
 
     async def status(self, client: httpx.AsyncClient, offer_id: str) -> dict:
         return (await self.call(client, "GET", f"/offers/{offer_id}", (200,))).json()
@@ -222,6 +229,7 @@ class Soak:
         self.faults[kind] += 1
         self.fault_log.append((t0 - START, kind))
         self.last_fault_end = time.monotonic()
+        self.lag_zero_at = None  # recovery is measured from the end of this fault
         print(f"  [{time.monotonic() - START:6.0f}s] fault {kind} ({time.monotonic() - t0:.0f}s)", flush=True)
 
     async def faults_loop(self, until: float, every: float, outage_max: float) -> None:
@@ -343,6 +351,10 @@ async def final_checks(soak: Soak) -> dict[str, object]:
     out["ledger_check"] = "OK" if ledger.returncode == 0 else "FAILED"
     rebuild = await asyncio.to_thread(run_cli, env, "rebuild-projections", "--verify-only", check=False, timeout=600)
     out["rebuild_verify"] = "rebuilt == live" if rebuild.returncode == 0 else f"DIFFERS (exit {rebuild.returncode})"
+    if rebuild.returncode != 0:
+        print(f"rebuild --verify-only said:\n{(rebuild.stdout or '')[-3000:]}\n{(rebuild.stderr or '')[-3000:]}")
+    if ledger.returncode != 0:
+        print(f"ledger check said:\n{(ledger.stdout or '')[-3000:]}")
     return out
 
 
