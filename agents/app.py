@@ -98,8 +98,9 @@ class SpaceMusicApp(faust.App):
 # slow provider calls from delaying valuation and the deal stream; each role is its own
 # consumer group, so run either "all" or the separate roles, not both.
 ROLES: dict[str, tuple[str, ...]] = {
-    "all": ("valuation", "projector", "payouts", "documents"),
-    "pipeline": ("valuation", "projector"),
+    "all": ("valuation", "projector", "payouts", "documents", "lapse"),
+    # lapse: the offers-lapse sweep (a timer, no consumer), next to the projector it reads.
+    "pipeline": ("valuation", "projector", "lapse"),
     "payouts": ("payouts",),
     "documents": ("documents",),
 }
@@ -136,9 +137,15 @@ def create_app(settings: Settings, role: str = "all", **overrides: Any) -> Space
         # Operators (and the test suite) read this line as "the worker is consuming".
         log.info("partitions_assigned", count=len(assigned))
 
-    from agents import documents, payouts, projector, valuation  # registration needs the app
+    from agents import documents, lapse, payouts, projector, valuation  # registration needs the app
 
-    modules = {"valuation": valuation, "projector": projector, "payouts": payouts, "documents": documents}
+    modules = {
+        "valuation": valuation,
+        "projector": projector,
+        "payouts": payouts,
+        "documents": documents,
+        "lapse": lapse,
+    }
     for name in ROLES[role]:
         modules[name].register(app)
     return app

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable, Sequence
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 from agents.consume import Consumer, Decoded, caused_by, consume_batches
@@ -21,11 +21,13 @@ from models.events import (
     TermsheetGenerated,
     ValuationOutcome,
 )
+from models.offers import OFFER_VALIDITY, valid_until_for
 from state.creators import get_creator, get_recipient
 from state.payouts import get_payout
 
 log = get_logger(__name__)
-TERMSHEET_VALIDITY = timedelta(days=30)
+# What the term sheet prints as valid_until is what acceptance enforces: one constant.
+TERMSHEET_VALIDITY = OFFER_VALIDITY
 # Documents render in a process pool: a few in flight keep it busy without hoarding memory.
 DOCUMENTS_IN_FLIGHT = 4
 DOCUMENT_BATCH = 16
@@ -47,7 +49,7 @@ def termsheet_data(valued: OfferValuated, creator_name: str | None = None) -> Te
         months_considered=valued.months_considered,
         model_version=valued.model_version,
         issued_at=valued.occurred_at,
-        valid_until=valued.occurred_at + TERMSHEET_VALIDITY,
+        valid_until=valid_until_for(valued.occurred_at),
         creator_name=creator_name,
     )
 

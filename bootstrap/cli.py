@@ -15,8 +15,10 @@ from bootstrap.commands.deadletters import deadletters
 from bootstrap.commands.deal import deal
 from bootstrap.commands.devtoken import dev_token
 from bootstrap.commands.ledger import ledger
+from bootstrap.commands.offers import offers
 from bootstrap.commands.payouts import payouts
 from bootstrap.commands.rebuild import rebuild_projections
+from bootstrap.commands.recipients import recipients
 from bootstrap.commands.reconcile import reconcile_command
 from bootstrap.commands.replay import replay
 from bootstrap.commands.sessions import sessions
@@ -50,10 +52,12 @@ for command in (
     deal,
     rebuild_projections,
     payouts,
+    offers,
     reconcile_command,
     backup,
     restore,
     sessions,
+    recipients,
     trace_command,
 ):
     cli.add_command(command)

@@ -104,6 +104,8 @@ class Settings(BaseSettings):
     oidc_jwks_url: str = ""
     oidc_algorithms: Annotated[tuple[str, ...], NoDecode] = ("RS256",)
     # OAuth scopes grant nothing unless mapped here: "scope=permission[ permission],..."
+    # The pipeline worker publishes offer.lapsed for offers past valid_until this often (0 = off).
+    offer_lapse_interval_seconds: float = 60.0
     oidc_scope_permissions: str = ""
     # The roles claim (a dotted path, e.g. realm_access.roles for Keycloak) and the role that
     # must come with a creator id (a creator token without one is refused with 403).

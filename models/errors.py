@@ -32,10 +32,27 @@ class CreatorNotFound(NotFound):
 class Conflict(DomainError):
     """A command that does not fit the current state of what it names (409)."""
 
+    # The answer's machine-readable ``error``; a subclass names a case clients act on.
+    code: str = "conflict"
+
 
 class OfferNotAcceptable(Conflict):
     def __init__(self, status: str) -> None:
         super().__init__(f"offer is {status}: only a valued offer with a term sheet can be accepted")
+
+
+class OfferLapsed(Conflict):
+    code = "offer_lapsed"
+
+    def __init__(self, valid_until: object) -> None:
+        super().__init__(f"the offer lapsed: it stood until {valid_until}")
+
+
+class OfferClosed(Conflict):
+    """Declining or withdrawing an offer that is no longer open (accepted, paid, closed)."""
+
+    def __init__(self, status: str, action: str) -> None:
+        super().__init__(f"offer is {status}: only an open offer (not yet accepted) can be {action}")
 
 
 class OfferNotPayable(Conflict):

@@ -164,3 +164,29 @@ class DeadLetter:
     error_type: str
     error: str
     failed_at: datetime
+@dataclass(frozen=True, kw_only=True, slots=True)
+class OfferDeclined(Event):
+    TOPIC: ClassVar[str] = "offer.declined"
+
+    declined_by: str  # the principal's subject (the creator's user, or an operator)
+    reason: str | None = None  # a short note, at most models.offers.MAX_REASON_CHARS
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class OfferWithdrawn(Event):
+    TOPIC: ClassVar[str] = "offer.withdrawn"
+
+    withdrawn_by: str  # the operator's subject
+    reason: str | None = None
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class OfferLapsed(Event):
+    TOPIC: ClassVar[str] = "offer.lapsed"
+
+    valid_until: datetime  # the instant the offer stood until, as its term sheet printed it
+
+
+    OfferDeclined,
+    OfferWithdrawn,
+    OfferLapsed,

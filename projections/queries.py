@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import func, literal_column, select, tuple_
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from models.deal import DealStatus
 from projections.rows import deal_json, jsonable
 from projections.tables import deal_changes, deal_events, offers
 
@@ -88,3 +90,21 @@ async def offer_pricing(conn: AsyncConnection, offer_id: str) -> dict[str, Any] 
         .first()
     )
     return dict(row) if row else None
+
+
+async def lapse_due(
+    conn: AsyncConnection, now: datetime, *, after: tuple[datetime, str] | None = None, limit: int = 500
+) -> list[dict[str, Any]]:
+    """Term-sheet-issued deals (none accepted, declined or withdrawn: the status says so)
+    whose valid_until has passed, oldest first; ``after`` is the last (valid_until, offer_id)
+    of the previous page (the partial index ix_offers_open_valid_until serves this)."""
+    query = (
+        select(offers.c.offer_id, offers.c.creator_id, offers.c.valid_until)
+        # A literal, not a bound parameter, so the planner can match the partial index.
+        .where(offers.c.status == literal_column(f"'{DealStatus.TERMSHEET_ISSUED.value}'"), offers.c.valid_until < now)
+        .order_by(offers.c.valid_until, offers.c.offer_id)
+        .limit(limit)
+    )
+    if after is not None:
+        query = query.where(tuple_(offers.c.valid_until, offers.c.offer_id) > tuple_(*after))
+    return [dict(r) for r in (await conn.execute(query)).mappings().all()]

@@ -18,6 +18,7 @@ from sqlalchemy import (
     Table,
     Text,
     func,
+    text,
 )
 from sqlalchemy.dialects.postgresql import JSONB, UUID
 
@@ -59,11 +60,21 @@ offers = Table(
     Column("event_count", Integer, nullable=False, server_default="0"),
     Column("first_seq", BigInteger, nullable=False),
     Column("change_seq", BigInteger, nullable=False),
+    Column("valid_until", TS),
+    Column("declined_at", TS),
+    Column("declined_by", Text),
+    Column("decline_reason", Text),
+    Column("withdrawn_at", TS),
+    Column("withdrawn_by", Text),
+    Column("withdraw_reason", Text),
+    Column("lapsed_at", TS),
     Index("ix_offers_status", "status"),
     Index("ix_offers_first_seq", "first_seq"),
 )
 
 deal_events = Table(
+    # The lapse sweeper's question (migration 0007): open offers by valid_until.
+    Index("ix_offers_open_valid_until", "valid_until", postgresql_where=text("status = 'termsheet_issued'")),
     "deal_events",
     metadata,
     Column("event_id", UUID(as_uuid=False), primary_key=True),

@@ -19,7 +19,15 @@ from infra.kafka import EventPublisher
 from infra.logging import get_logger
 from models import rules
 from models.errors import CreatorExists, CreatorNotFound, OfferNotFound, UnknownCreator
-from models.events import OfferAccepted, OfferCreated, PayoutRequested, RoyaltyPeriod
+from models.events import (
+    OfferAccepted,
+    OfferCreated,
+    OfferDeclined,
+    OfferWithdrawn,
+    PayoutRequested,
+    RoyaltyPeriod,
+)
+from models.offers import decline_event_id, withdraw_event_id
 from models.payout import payout_id_for
 from projections.queries import get_deal
 from state.creators import creator_exists, get_creator, get_recipient, insert_creator, insert_recipient
@@ -55,6 +63,15 @@ class CreateOffer:
 class AcceptOffer:
     actor: Actor
     offer_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class CloseOffer:
+    """Decline or withdraw: who, which offer, and an optional short reason (never logged)."""
+
+    actor: Actor
+    offer_id: str
+    reason: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,13 +134,14 @@ async def accept_offer(cmd: AcceptOffer, engine: AsyncEngine, publisher: EventPu
         deal = await visible_deal(conn, cmd.offer_id, cmd.actor.scope)
     if rules.already_accepted(deal):
         return False
-    rules.can_accept(deal)
+    now = datetime.now(UTC)
+    rules.can_accept(deal, now)
     event = OfferAccepted(
         # One acceptance per offer: concurrent or retried accepts publish the same event id.
         event_id=str(uuid.uuid5(_ACCEPT_NS, cmd.offer_id)),
         offer_id=cmd.offer_id,
         creator_id=deal["creator_id"],
-        occurred_at=datetime.now(UTC),
+        occurred_at=now,
         correlation_id=cmd.actor.correlation_id,
         advance_minor=deal["valuation_median_minor"],
         currency=deal["currency"],
@@ -132,6 +150,52 @@ async def accept_offer(cmd: AcceptOffer, engine: AsyncEngine, publisher: EventPu
     )
     await publisher.publish(event)
     log.info("offer_accepted", offer_id=cmd.offer_id)
+    return True
+
+
+async def decline_offer(cmd: CloseOffer, engine: AsyncEngine, publisher: EventPublisher) -> bool:
+    """Publishes ``offer.declined``; False when the offer was already declined (a no-op)."""
+    async with engine.connect() as conn:
+        deal = await visible_deal(conn, cmd.offer_id, cmd.actor.scope)
+    if rules.already_declined(deal):
+        return False
+    now = datetime.now(UTC)
+    rules.can_decline(deal, now)
+    event = OfferDeclined(
+        # One decline per offer: a retry (or a second decliner) publishes the same event id.
+        event_id=decline_event_id(cmd.offer_id),
+        offer_id=cmd.offer_id,
+        creator_id=deal["creator_id"],
+        occurred_at=now,
+        correlation_id=cmd.actor.correlation_id,
+        declined_by=cmd.actor.subject,
+        reason=cmd.reason,
+    )
+    await publisher.publish(event)
+    log.info("offer_declined", offer_id=cmd.offer_id)
+    return True
+
+
+async def withdraw_offer(cmd: CloseOffer, engine: AsyncEngine, publisher: EventPublisher) -> bool:
+    """Publishes ``offer.withdrawn`` (operators only: the route requires admin); False when
+    the offer was already withdrawn (a no-op)."""
+    async with engine.connect() as conn:
+        deal = await visible_deal(conn, cmd.offer_id, cmd.actor.scope)
+    if rules.already_withdrawn(deal):
+        return False
+    now = datetime.now(UTC)
+    rules.can_withdraw(deal, now)
+    event = OfferWithdrawn(
+        event_id=withdraw_event_id(cmd.offer_id),
+        offer_id=cmd.offer_id,
+        creator_id=deal["creator_id"],
+        occurred_at=now,
+        correlation_id=cmd.actor.correlation_id,
+        withdrawn_by=cmd.actor.subject,
+        reason=cmd.reason,
+    )
+    await publisher.publish(event)
+    log.info("offer_withdrawn", offer_id=cmd.offer_id)
     return True
 
 

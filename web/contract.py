@@ -21,6 +21,7 @@ from models.deal import DealStatus
 from models.events import RoyaltyPeriod
 from models.iban import is_valid_iban, normalize_iban
 from models.money import CURRENCY_EXPONENTS, is_known_currency
+from models.offers import MAX_REASON_CHARS
 from models.pricing import month_index
 
 MAX_HISTORY_MONTHS = 600
@@ -215,6 +216,20 @@ class PayoutIn(RequestModel):
     """POST /offers/{offer_id}/payout (with an ``Idempotency-Key`` header)."""
 
     recipient_id: Uuid
+
+
+Reason = Annotated[
+    str,
+    AfterValidator(_stripped(1, MAX_REASON_CHARS)),
+    WithJsonSchema({"type": "string", "minLength": 1, "maxLength": MAX_REASON_CHARS}),
+]
+
+
+class ReasonIn(RequestModel):
+    """POST /offers/{offer_id}/decline and /withdraw: the body is optional, and so is the
+    reason (a short note shown to the other side; no personal data)."""
+
+    reason: Reason | None = None
 
 
 class DealsQuery(QueryModel):

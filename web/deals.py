@@ -19,6 +19,8 @@ async def get_offer(request: web.Request) -> web.Response:
     offer_id = path_uuid(request, "offer_id")
     async with read_connection(request.app[ENGINE]) as conn:
         deal = await visible_deal(conn, offer_id, request.get(CREATOR_SCOPE))
+    if request.get(CREATOR_SCOPE) is not None:
+        deal = hide_staff_in_deal(deal, request[PRINCIPAL].subject)
     return web.json_response(deal)
 
 
@@ -33,8 +35,17 @@ async def get_offer_history(request: web.Request) -> web.Response:
 
 
 # Event fields that name the principal who acted (web/commands.py fills them).
-ACTOR_FIELDS = ("accepted_by", "requested_by")
+ACTOR_FIELDS = ("accepted_by", "requested_by", "declined_by", "withdrawn_by")
+# The deal's own record of who closed it (models/deal.py).
+DEAL_ACTOR_FIELDS = ("declined_by", "withdrawn_by")
 STAFF = "staff"
+
+
+def hide_staff_in_deal(deal: dict[str, Any], own_subject: str) -> dict[str, Any]:
+    """The deal as a creator sees it: who declined or withdrew reads "staff" unless itself."""
+    if not any(deal.get(k) not in (None, own_subject) for k in DEAL_ACTOR_FIELDS):
+        return deal
+    return {k: (STAFF if k in DEAL_ACTOR_FIELDS and v not in (None, own_subject) else v) for k, v in deal.items()}
 
 
 def hide_staff(history: list[dict[str, Any]], own_subject: str) -> list[dict[str, Any]]:
@@ -61,4 +72,6 @@ async def get_deals(request: web.Request) -> web.Response:
             before_seq=query.cursor,
             limit=query.limit,
         )
+    if request.get(CREATOR_SCOPE) is not None:
+        deals = [hide_staff_in_deal(d, request[PRINCIPAL].subject) for d in deals]
     return web.json_response({"deals": deals, "next_cursor": next_cursor})

@@ -52,7 +52,7 @@ def error_answer(exc: Exception) -> tuple[int, dict[str, Any]] | None:
     if isinstance(exc, NotFound):
         return 404, error_body("not_found", str(exc))
     if isinstance(exc, Conflict):
-        return 409, error_body("conflict", str(exc))
+        return 409, error_body(exc.code, str(exc))
     if isinstance(exc, RuleViolation):
         return 422, error_body("validation_failed", str(exc), [problem(exc.field, exc.problem)])
     if isinstance(exc, DomainError):

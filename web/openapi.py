@@ -147,7 +147,7 @@ def _operation(route: Route) -> dict[str, Any]:
         operation["parameters"] = parameters
     if route.body is not None:
         ref = {"$ref": REF.format(model=route.body.__name__)}
-        operation["requestBody"] = {"required": True, "content": _json(ref)}
+        operation["requestBody"] = {"required": not route.body_optional, "content": _json(ref)}
     return operation
 
 

@@ -16,8 +16,9 @@ from typing import Any
 
 from aiohttp import web
 
-from web import calculator, creators, deals, documents, health, lifecycle, offers, stream
+from web import calculator, closing, creators, deals, documents, health, lifecycle, offers, stream
 from web.auth.permissions import (
+    ADMIN,
     CREATORS_READ,
     CREATORS_WRITE,
     DEALS_READ,
@@ -38,6 +39,7 @@ from web.contract import (
     PayoutIn,
     QueryModel,
     RecipientIn,
+    ReasonIn,
     RequestModel,
     StreamQuery,
 )
@@ -81,6 +83,8 @@ class Route:
     content: str = "application/json"
     # Statuses beyond those the declaration implies (401/403, 400/422, 404, 429).
     errors: tuple[int, ...] = ()
+    # The body may be left out entirely (the model's defaults apply).
+    body_optional: bool = False
 
     @property
     def public(self) -> bool:
@@ -118,6 +122,12 @@ ROUTES: tuple[Route, ...] = (
           query=DealsQuery),
     Route("GET", "/healthz", "healthz", health.healthz, PUBLIC, "Liveness"),
     Route("GET", "/readyz", "readyz", health.readyz, PUBLIC, "Readiness (status only; Postgres and Kafka through the pooled clients)"),
+    Route("POST", "/offers/{offer_id}/decline", "decline_offer", closing.decline_offer, (OFFERS_WRITE,),
+          "Decline an open offer (a creator its own; an operator any)", body=ReasonIn,
+          body_optional=True, headers=("X-Correlation-ID",), ok=202, errors=(409,)),
+    Route("POST", "/offers/{offer_id}/withdraw", "withdraw_offer", closing.withdraw_offer, (ADMIN,),
+          "Withdraw an open offer (operators only)", body=ReasonIn, body_optional=True,
+          headers=("X-Correlation-ID",), ok=202, errors=(409,)),
     Route("GET", "/metrics", "metrics", health.metrics, (METRICS_READ,), "Prometheus metrics (business volume: needs metrics:read)", content="text/plain"),
     Route("GET", "/openapi.json", "openapi", serve_openapi, PUBLIC, "This document"),
 )  # fmt: skip

@@ -17,8 +17,9 @@ from aiohttp_sse import EventSourceResponse
 
 from infra.metrics import SSE_CLIENTS, SSE_EVENTS_SENT
 from projections.queries import changes_after
-from web.auth.permissions import CREATOR_SCOPE
+from web.auth.permissions import CREATOR_SCOPE, PRINCIPAL
 from web.contract import MAX_SEQ
+from web.deals import hide_staff_in_deal
 from web.feed import TICK, Broadcast
 from web.keys import ENGINE, FEED, SETTINGS
 
@@ -70,6 +71,9 @@ async def deals_stream(request: web.Request) -> web.StreamResponse:
     engine = request.app[ENGINE]
     last = _start_seq(request, feed.head)
     creator = stream_filter(request)
+    # A creator's stream shows staff subjects as "staff" (web/deals.py), like its reads.
+    principal = request.get(PRINCIPAL)
+    own = principal.subject if creator is not None and principal is not None else ""
     subscription = feed.subscribe()
     SSE_CLIENTS.inc()
     heartbeat = request.app[SETTINGS].sse_heartbeat_seconds
@@ -77,8 +81,8 @@ async def deals_stream(request: web.Request) -> web.StreamResponse:
     try:
         await resp.prepare(request)
         await resp.send(json.dumps({"head": feed.head, "resume_from": last}), event="ready")
-        last = await _backfill(resp, engine, last, creator)
-        await _relay(resp, request.transport, subscription, engine, last, creator, heartbeat)
+        last = await _backfill(resp, engine, last, creator, own)
+        await _relay(resp, request.transport, subscription, engine, last, creator, heartbeat, own)
     except (ConnectionResetError, ConnectionError):
         pass  # the client went away; nothing to answer
     finally:
@@ -99,6 +103,7 @@ async def _relay(
     last: int,
     creator: str | None,
     heartbeat: float,
+    own: str = "",
 ) -> None:
     """Live changes from the feed until the client leaves or the feed stops; after an
     overflow the gap is served from Postgres again."""
@@ -126,25 +131,36 @@ async def _relay(
                 subscription.overflowed = False
                 while not subscription.queue.empty():
                     subscription.queue.get_nowait()
-                last = await _backfill(resp, engine, last, creator)
+                last = await _backfill(resp, engine, last, creator, own)
                 continue
             change = item.change
             if change["seq"] <= last:
                 continue
             last = change["seq"]
-            if creator is None or change["deal"].get("creator_id") == creator:
+            if creator is None:
                 await _send_broadcast(resp, transport, item)
+            elif change["deal"].get("creator_id") == creator:
+                shown = _for_creator(change, own)
+                if shown is change:
+                    await _send_broadcast(resp, transport, item)
+                else:
+                    await _send(resp, shown)
     finally:
         if ticker is not None:
             ticker.cancel()
 
 
-async def _backfill(resp: EventSourceResponse, engine: Any, last: int, creator: str | None) -> int:
+def _for_creator(change: dict[str, Any], own: str) -> dict[str, Any]:
+    deal = hide_staff_in_deal(change["deal"], own)
+    return change if deal is change["deal"] else {**change, "deal": deal}
+
+
+async def _backfill(resp: EventSourceResponse, engine: Any, last: int, creator: str | None, own: str = "") -> int:
     while True:
         async with engine.connect() as conn:
             batch = await changes_after(conn, last, limit=BACKFILL_BATCH, creator_id=creator)
         if not batch:
             return last
         for change in batch:
-            await _send(resp, change)
+            await _send(resp, change if creator is None else _for_creator(change, own))
             last = change["seq"]

@@ -104,6 +104,18 @@ async def read_body(request: web.Request, model: type[M]) -> M:
     return _validated(model, lambda: model.model_validate_json(raw))
 
 
+async def read_optional_body(request: web.Request, model: type[M]) -> M:
+    """Like :func:`read_body`, but no body (or an empty one) is the model's defaults."""
+    if not request.body_exists:
+        return model()
+    if request.content_length is not None and request.content_length > MAX_BODY_BYTES:
+        raise web.HTTPRequestEntityTooLarge(max_size=MAX_BODY_BYTES, actual_size=request.content_length)
+    raw = await request.read()
+    if not raw.strip():
+        return model()
+    return _validated(model, lambda: model.model_validate_json(raw))
+
+
 def read_query(request: web.Request, model: type[Q]) -> Q:
     """The query string as ``model`` (a repeated parameter counts once, the first)."""
     values = {name: request.query.get(name) for name in request.query}

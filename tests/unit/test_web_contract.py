@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import uuid
+from datetime import UTC, datetime
 
 import pytest
 from pydantic import ValidationError
@@ -95,9 +96,10 @@ DEAL = {"creator_id": "c1", "currency": "EUR", "status": "termsheet_issued", "ac
 
 
 def test_command_checks_raise_domain_errors() -> None:
-    rules.can_accept(DEAL)
+    now = datetime(2026, 1, 1, tzinfo=UTC)
+    rules.can_accept(DEAL, now)
     with pytest.raises(OfferNotAcceptable):
-        rules.can_accept({**DEAL, "status": "valued"})
+        rules.can_accept({**DEAL, "status": "valued"}, now)
     with pytest.raises(OfferNotPayable):
         rules.can_pay_out(DEAL)
     rules.can_pay_out({**DEAL, "status": "accepted"})
