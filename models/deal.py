@@ -4,13 +4,6 @@ Events of one offer arrive on several topics, and a consumer may see those topic
 interleaving (catch-up after downtime, rebalances). So the fold records facts, each event
 filling its own fields, and the status is *derived* from the facts present: applying the
 same events in any order gives the same deal, and the projector applies each event id once (its history table is the guard).
-Where one kind of fact may be reported twice, a fixed rule picks one (the latest payout
-request, the earliest decline), never the arrival order.
-
-Closing an open offer: the first of accepted / withdrawn / declined (by their times) is
-what happened; a lapse counts only when none of them did (the commands refuse them after
-``valid_until``, so one recorded beside a lapse happened in time). A payout requested or
-paid outranks all of them: money already moving is the deal's truth.
 The projector, the rebuild and `spacemusic deal --as-of` all use these functions.
 """
 
@@ -24,10 +17,7 @@ from models.events import (
     Event,
     OfferAccepted,
     OfferCreated,
-    OfferDeclined,
-    OfferLapsed,
     OfferValuated,
-    OfferWithdrawn,
     PayoutCompleted,
     PayoutRequested,
     PayoutStatus,
@@ -36,7 +26,6 @@ from models.events import (
     ValuationOutcome,
 )
 
-from models.offers import valid_until_for
 
 class DealStatus(enum.StrEnum):
     CREATED = "created"
@@ -48,13 +37,6 @@ class DealStatus(enum.StrEnum):
     PAID = "paid"
     PAYOUT_FAILED = "payout_failed"
 
-    DECLINED = "declined"
-    WITHDRAWN = "withdrawn"
-    LAPSED = "lapsed"
-
-
-# An offer in one of these may still be accepted, declined or withdrawn.
-OPEN_STATUSES = frozenset({DealStatus.CREATED, DealStatus.VALUED, DealStatus.TERMSHEET_ISSUED})
 
 @dataclass(frozen=True, slots=True)
 class Deal:
@@ -93,16 +75,6 @@ class Deal:
     def status(self) -> DealStatus:
         return derive_status(self)
 
-    # Derived, not reported: the term sheet's date (the valuation's time) plus OFFER_VALIDITY,
-    # set once a term sheet exists; exactly what the PDF prints.
-    valid_until: datetime | None = None
-    declined_at: datetime | None = None
-    declined_by: str | None = None
-    decline_reason: str | None = None
-    withdrawn_at: datetime | None = None
-    withdrawn_by: str | None = None
-    withdraw_reason: str | None = None
-    lapsed_at: datetime | None = None
 
 def derive_status(deal: Deal) -> DealStatus:
     """The furthest lifecycle stage the recorded facts prove."""
@@ -116,11 +88,8 @@ def derive_status(deal: Deal) -> DealStatus:
         return DealStatus.PAYOUT_FAILED
     if deal.payout_requested_at is not None:
         return DealStatus.PAYOUT_REQUESTED
-    closed = _first_decision(deal)
-    if closed is not None:
-        return closed
-    if deal.lapsed_at is not None:
-        return DealStatus.LAPSED
+    if deal.accepted_at is not None:
+        return DealStatus.ACCEPTED
     if deal.termsheet_key is not None:
         return DealStatus.TERMSHEET_ISSUED
     if deal.valuation_outcome == ValuationOutcome.VALUED.value:
@@ -138,34 +107,7 @@ def apply_event(deal: Deal | None, event: Event) -> Deal:
     """Fold one event into a deal (None for a deal not seen yet)."""
     base = deal or Deal(offer_id=event.offer_id, creator_id=event.creator_id)
     facts = _facts(base, event)
-    folded = replace(
-def _first_decision(deal: Deal) -> DealStatus | None:
-    """The earliest of acceptance, withdrawal and decline; on a tie in that order."""
-    decisions = [
-        (at, rank, status)
-        for rank, (at, status) in enumerate(
-            (
-                (deal.accepted_at, DealStatus.ACCEPTED),
-                (deal.withdrawn_at, DealStatus.WITHDRAWN),
-                (deal.declined_at, DealStatus.DECLINED),
-            )
-        )
-        if at is not None
-    ]
-    return min(decisions)[2] if decisions else None
-
-
-def _valid_until(deal: Deal) -> datetime | None:
-    if deal.termsheet_key is None or deal.valued_at is None:
-        return None
-    return valid_until_for(deal.valued_at)
-
-
-def _earlier(current: tuple[object, ...] | None, candidate: tuple[object, ...]) -> bool:
-    """Whether ``candidate`` (time first, then the text fields) sorts before what is recorded."""
-    return current is None or candidate < current
-
-
+    return replace(
         base,
         **facts,
         updated_at=_later(base.updated_at, event.occurred_at),
@@ -180,8 +122,6 @@ def fold(events: list[Event] | tuple[Event, ...], as_of: datetime | None = None)
         if as_of is not None and event.occurred_at > as_of:
             continue
         deal = apply_event(deal, event)
-    # A function of other facts, recomputed on every event: arrival order cannot change it.
-    return replace(folded, valid_until=_valid_until(folded))
     return deal
 
 
@@ -233,23 +173,3 @@ def _facts(deal: Deal, event: Event) -> dict[str, object]:
     if isinstance(event, ReceiptGenerated):
         return {"receipt_key": event.document_key, "receipt_sha256": event.sha256}
     return {}
-    if isinstance(event, OfferDeclined):
-        recorded = (
-            None if deal.declined_at is None else (deal.declined_at, deal.declined_by or "", deal.decline_reason or "")
-        )
-        if not _earlier(recorded, (event.occurred_at, event.declined_by, event.reason or "")):
-            return {}
-        return {"declined_at": event.occurred_at, "declined_by": event.declined_by, "decline_reason": event.reason}
-    if isinstance(event, OfferWithdrawn):
-        recorded = (
-            None
-            if deal.withdrawn_at is None
-            else (deal.withdrawn_at, deal.withdrawn_by or "", deal.withdraw_reason or "")
-        )
-        if not _earlier(recorded, (event.occurred_at, event.withdrawn_by, event.reason or "")):
-            return {}
-        return {"withdrawn_at": event.occurred_at, "withdrawn_by": event.withdrawn_by, "withdraw_reason": event.reason}
-    if isinstance(event, OfferLapsed):
-        if deal.lapsed_at is not None and deal.lapsed_at <= event.occurred_at:
-            return {}
-        return {"lapsed_at": event.occurred_at}
