@@ -35,6 +35,11 @@ _PATH_SCHEMAS: dict[str, dict[str, Any]] = {
 }
 _HEADERS: dict[str, tuple[bool, str]] = {
     "Idempotency-Key": (True, "1 to 255 characters; a retry with the same key replays the first answer"),
+    # A trailing "?" in a route's headers: the same header, optional on that route.
+    "Idempotency-Key?": (
+        False,
+        "optional, 1 to 255 characters; a retry with the same key gets the first answer and creates nothing new",
+    ),
     "X-Correlation-ID": (False, "carried by the events this request causes (at most 128 characters)"),
     "Last-Event-ID": (False, "resume after this change sequence"),
 }
@@ -109,8 +114,9 @@ def _parameters(route: Route) -> list[dict[str, Any]]:
     for header in route.headers:
         required, description = _HEADERS[header]
         schema = {"type": "string"}
+        name = header.removesuffix("?")
         parameters.append(
-            {"name": header, "in": "header", "required": required, "description": description, "schema": schema}
+            {"name": name, "in": "header", "required": required, "description": description, "schema": schema}
         )
     return parameters
 
@@ -122,7 +128,8 @@ def _error_statuses(route: Route) -> list[int]:
         errors |= {401, 403}
     if route.body is not None:
         errors |= {400, 422}
-    if route.query is not None or any(n.endswith("_id") for n in names) or "Idempotency-Key" in route.headers:
+    keyed = any(h.removesuffix("?") == "Idempotency-Key" for h in route.headers)
+    if route.query is not None or any(n.endswith("_id") for n in names) or keyed:
         errors.add(422)
     if names:
         errors.add(404)
