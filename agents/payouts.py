@@ -571,6 +571,9 @@ def runner_from_app(app: Any) -> PayoutRunner:
 
 
 def register(app) -> None:  # type: ignore[no-untyped-def]
+    from agents import reversals  # the reversing postings run in the payouts worker too
+
+    reversals.register(app)
     topic = app.topic(app.settings.topic(PayoutRequested.TOPIC))
 
     @app.agent(topic, name=AGENT, concurrency=1)  # moves money: never two in flight

@@ -12,7 +12,9 @@ reports every drift:
   currency than the payout;
 - ``duplicate_transfers``: more than one executed transfer for one payout;
 - ``returned_after_paid``: a transfer counted as paid that the provider has since reversed
-  (Stripe) or that bounced back (Wise), with no reversing posting;
+  (Stripe, also in part) or that bounced back (Wise), with no reversing posting
+  (``payout-reversal:<payout_id>``, posted from the provider's webhook); once that posting
+  is in, the reversal is not drift (unless it posted another amount: ``amount_mismatch``);
 - ``unknown_transfer``: a transfer that names no payout we know.
 
 It never writes. ``spacemusic reconcile`` prints it; the payouts worker runs it on a schedule
@@ -29,7 +31,7 @@ from datetime import datetime, timedelta
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from infra.logging import get_logger
@@ -37,7 +39,7 @@ from infra.metrics import RECONCILE_DRIFT
 from infra.providers.stripe import stripe_amount
 from infra.providers.wise import customer_transaction_id
 from models.money import CURRENCY_EXPONENTS
-from state.ledger import ledger_transactions
+from state.ledger import ledger_entries, ledger_transactions
 from state.tables import payouts
 
 log = get_logger(__name__)
@@ -75,6 +77,9 @@ class ProviderTransfer:
     currency: str | None
     moved: bool  # money left our balance and has not come back
     returned: bool  # it left and came back (reversed / bounced)
+    # How much came back, in the provider's unit: Stripe's amount_reversed (a partial reversal
+    # leaves the transfer "moved" and returns only this part); a returned Wise transfer, all of it.
+    returned_amount: int | None = None
 
 
 @dataclass
@@ -108,8 +113,13 @@ def stripe_transfers(raw: list[dict[str, Any]]) -> list[ProviderTransfer]:
         currency = str(t.get("currency") or "").upper() or None
         amount = t.get("amount") if isinstance(t.get("amount"), int) else None
         reversed_ = bool(t.get("reversed")) or (amount is not None and t.get("amount_reversed") == amount)
+        back = t.get("amount_reversed") if isinstance(t.get("amount_reversed"), int) else None
+        if reversed_ and not back:
+            back = amount
         found.append(
-            ProviderTransfer("STRIPE", str(t.get("id")), payout_id, amount, currency, not reversed_, reversed_)
+            ProviderTransfer(
+                "STRIPE", str(t.get("id")), payout_id, amount, currency, not reversed_, reversed_, back or None
+            )
         )
     return found
 
@@ -130,7 +140,14 @@ def wise_transfers(raw: list[dict[str, Any]], ctid_to_payout: dict[str, str]) ->
         payout_id = ctid_to_payout.get(str(t.get("customerTransactionId")))
         found.append(
             ProviderTransfer(
-                "WISE", str(t.get("id")), payout_id, amount, currency, status in _WISE_MOVED, status in _WISE_RETURNED
+                "WISE",
+                str(t.get("id")),
+                payout_id,
+                amount,
+                currency,
+                status in _WISE_MOVED,
+                status in _WISE_RETURNED,
+                amount if status in _WISE_RETURNED else None,
             )
         )
     return found
@@ -154,15 +171,18 @@ async def reconcile(
                 )
             ).scalars()
         )
-        reversed_refs = set(
-            (
-                await conn.execute(
-                    select(ledger_transactions.c.reference_id).where(
-                        ledger_transactions.c.reference_id.like("payout-reversal:%")
-                    )
+        # What each posted reversal gave back (its debit to platform cash), by reference.
+        reversed_refs = {
+            ref: int(amount)
+            for ref, amount in await conn.execute(
+                select(ledger_entries.c.reference_id, func.sum(ledger_entries.c.amount_minor))
+                .where(
+                    ledger_entries.c.reference_id.like("payout-reversal:%"),
+                    ledger_entries.c.direction == "DEBIT",
                 )
-            ).scalars()
-        )
+                .group_by(ledger_entries.c.reference_id)
+            )
+        }
     transfers: list[ProviderTransfer] = []
     if stripe is not None:
         transfers += stripe_transfers(await stripe.list_transfers(since))
@@ -206,15 +226,26 @@ async def reconcile(
                     report.drifts.append(
                         Drift("amount_mismatch", payout_id, t.provider, t.reference, f"{t.amount_minor} != {expected}")
                     )
-            if (
-                t.returned
-                and row["phase"] == "succeeded"
-                and row["provider_reference"] == t.reference
-                and f"payout-reversal:{payout_id}" not in reversed_refs
-            ):
-                report.drifts.append(
-                    Drift("returned_after_paid", payout_id, t.provider, t.reference, "reversed/bounced after paid")
-                )
+            if t.returned_amount and row["phase"] == "succeeded" and row["provider_reference"] == t.reference:
+                # Money that came back after the payout was counted as paid is drift until its
+                # reversing posting (agents/reversals.py) is in the ledger, for the same amount.
+                posted_back = reversed_refs.get(f"payout-reversal:{payout_id}")
+                if posted_back is None:
+                    report.drifts.append(
+                        Drift("returned_after_paid", payout_id, t.provider, t.reference, "reversed/bounced after paid")
+                    )
+                else:
+                    back = stripe_amount(posted_back, row["currency"]) if t.provider == "STRIPE" else posted_back
+                    if back != t.returned_amount:
+                        report.drifts.append(
+                            Drift(
+                                "amount_mismatch",
+                                payout_id,
+                                t.provider,
+                                t.reference,
+                                f"returned {t.returned_amount} != reversal posted {back}",
+                            )
+                        )
     listed = {(t.provider, t.reference) for t in transfers}
     for payout_id, row in rows.items():
         if row["phase"] != "succeeded" or (since is not None and row["created_at"] < since):

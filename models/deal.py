@@ -4,6 +4,13 @@ Events of one offer arrive on several topics, and a consumer may see those topic
 interleaving (catch-up after downtime, rebalances). So the fold records facts, each event
 filling its own fields, and the status is *derived* from the facts present: applying the
 same events in any order gives the same deal, and the projector applies each event id once (its history table is the guard).
+Where one kind of fact may be reported twice, a fixed rule picks one (the latest payout
+request, the earliest decline), never the arrival order.
+
+Closing an open offer: the first of accepted / withdrawn / declined (by their times) is
+what happened; a lapse counts only when none of them did (the commands refuse them after
+``valid_until``, so one recorded beside a lapse happened in time). A payout requested or
+paid outranks all of them: money already moving is the deal's truth.
 The projector, the rebuild and `spacemusic deal --as-of` all use these functions.
 """
 
@@ -17,14 +24,19 @@ from models.events import (
     Event,
     OfferAccepted,
     OfferCreated,
+    OfferDeclined,
+    OfferLapsed,
     OfferValuated,
+    OfferWithdrawn,
     PayoutCompleted,
     PayoutRequested,
+    PayoutReversed,
     PayoutStatus,
     ReceiptGenerated,
     TermsheetGenerated,
     ValuationOutcome,
 )
+from models.offers import valid_until_for
 
 
 class DealStatus(enum.StrEnum):
@@ -36,6 +48,14 @@ class DealStatus(enum.StrEnum):
     PAYOUT_REQUESTED = "payout_requested"
     PAID = "paid"
     PAYOUT_FAILED = "payout_failed"
+    PAYOUT_REVERSED = "payout_reversed"  # paid, then reversed or bounced at the provider
+    DECLINED = "declined"
+    WITHDRAWN = "withdrawn"
+    LAPSED = "lapsed"
+
+
+# An offer in one of these may still be accepted, declined or withdrawn.
+OPEN_STATUSES = frozenset({DealStatus.CREATED, DealStatus.VALUED, DealStatus.TERMSHEET_ISSUED})
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,8 +87,22 @@ class Deal:
     paid_amount_minor: int | None = None
     payout_failure_reason: str | None = None
     payout_completed_at: datetime | None = None
+    # The provider took a paid payout back (Stripe reversal, Wise bounce): when, how much, why.
+    payout_reversed_at: datetime | None = None
+    payout_reversed_amount_minor: int | None = None
+    payout_reversal_reason: str | None = None
     receipt_key: str | None = None
     receipt_sha256: str | None = None
+    # Derived, not reported: the term sheet's date (the valuation's time) plus OFFER_VALIDITY,
+    # set once a term sheet exists; exactly what the PDF prints.
+    valid_until: datetime | None = None
+    declined_at: datetime | None = None
+    declined_by: str | None = None
+    decline_reason: str | None = None
+    withdrawn_at: datetime | None = None
+    withdrawn_by: str | None = None
+    withdraw_reason: str | None = None
+    lapsed_at: datetime | None = None
     event_count: int = 0
 
     @property
@@ -78,6 +112,9 @@ class Deal:
 
 def derive_status(deal: Deal) -> DealStatus:
     """The furthest lifecycle stage the recorded facts prove."""
+    if deal.payout_reversed_at is not None:
+        # Only a paid payout can be reversed, so the fact alone proves it (whichever arrived first).
+        return DealStatus.PAYOUT_REVERSED
     if deal.payout_status == PayoutStatus.SUCCEEDED.value:
         return DealStatus.PAID
     if deal.payout_status == PayoutStatus.FAILED.value and (
@@ -88,8 +125,11 @@ def derive_status(deal: Deal) -> DealStatus:
         return DealStatus.PAYOUT_FAILED
     if deal.payout_requested_at is not None:
         return DealStatus.PAYOUT_REQUESTED
-    if deal.accepted_at is not None:
-        return DealStatus.ACCEPTED
+    closed = _first_decision(deal)
+    if closed is not None:
+        return closed
+    if deal.lapsed_at is not None:
+        return DealStatus.LAPSED
     if deal.termsheet_key is not None:
         return DealStatus.TERMSHEET_ISSUED
     if deal.valuation_outcome == ValuationOutcome.VALUED.value:
@@ -97,6 +137,33 @@ def derive_status(deal: Deal) -> DealStatus:
     if deal.valuation_outcome == ValuationOutcome.FAILED.value:
         return DealStatus.VALUATION_FAILED
     return DealStatus.CREATED
+
+
+def _first_decision(deal: Deal) -> DealStatus | None:
+    """The earliest of acceptance, withdrawal and decline; on a tie in that order."""
+    decisions = [
+        (at, rank, status)
+        for rank, (at, status) in enumerate(
+            (
+                (deal.accepted_at, DealStatus.ACCEPTED),
+                (deal.withdrawn_at, DealStatus.WITHDRAWN),
+                (deal.declined_at, DealStatus.DECLINED),
+            )
+        )
+        if at is not None
+    ]
+    return min(decisions)[2] if decisions else None
+
+
+def _valid_until(deal: Deal) -> datetime | None:
+    if deal.termsheet_key is None or deal.valued_at is None:
+        return None
+    return valid_until_for(deal.valued_at)
+
+
+def _earlier(current: tuple[object, ...] | None, candidate: tuple[object, ...]) -> bool:
+    """Whether ``candidate`` (time first, then the text fields) sorts before what is recorded."""
+    return current is None or candidate < current
 
 
 def _later(current: datetime | None, candidate: datetime) -> datetime:
@@ -107,12 +174,14 @@ def apply_event(deal: Deal | None, event: Event) -> Deal:
     """Fold one event into a deal (None for a deal not seen yet)."""
     base = deal or Deal(offer_id=event.offer_id, creator_id=event.creator_id)
     facts = _facts(base, event)
-    return replace(
+    folded = replace(
         base,
         **facts,
         updated_at=_later(base.updated_at, event.occurred_at),
         event_count=base.event_count + 1,
     )
+    # A function of other facts, recomputed on every event: arrival order cannot change it.
+    return replace(folded, valid_until=_valid_until(folded))
 
 
 def fold(events: list[Event] | tuple[Event, ...], as_of: datetime | None = None) -> Deal | None:
@@ -170,6 +239,40 @@ def _facts(deal: Deal, event: Event) -> dict[str, object]:
             "payout_failure_reason": event.failure_reason,
             "payout_completed_at": event.occurred_at,
         }
+    if isinstance(event, PayoutReversed):
+        # Reported twice (a later, larger partial reversal): the latest one stands.
+        recorded = (
+            None
+            if deal.payout_reversed_at is None
+            else (deal.payout_reversed_at, deal.payout_reversed_amount_minor or 0, deal.payout_reversal_reason or "")
+        )
+        if recorded is not None and recorded >= (event.occurred_at, event.amount_minor, event.reason):
+            return {}
+        return {
+            "payout_reversed_at": event.occurred_at,
+            "payout_reversed_amount_minor": event.amount_minor,
+            "payout_reversal_reason": event.reason,
+        }
     if isinstance(event, ReceiptGenerated):
         return {"receipt_key": event.document_key, "receipt_sha256": event.sha256}
+    if isinstance(event, OfferDeclined):
+        recorded = (
+            None if deal.declined_at is None else (deal.declined_at, deal.declined_by or "", deal.decline_reason or "")
+        )
+        if not _earlier(recorded, (event.occurred_at, event.declined_by, event.reason or "")):
+            return {}
+        return {"declined_at": event.occurred_at, "declined_by": event.declined_by, "decline_reason": event.reason}
+    if isinstance(event, OfferWithdrawn):
+        recorded = (
+            None
+            if deal.withdrawn_at is None
+            else (deal.withdrawn_at, deal.withdrawn_by or "", deal.withdraw_reason or "")
+        )
+        if not _earlier(recorded, (event.occurred_at, event.withdrawn_by, event.reason or "")):
+            return {}
+        return {"withdrawn_at": event.occurred_at, "withdrawn_by": event.withdrawn_by, "withdraw_reason": event.reason}
+    if isinstance(event, OfferLapsed):
+        if deal.lapsed_at is not None and deal.lapsed_at <= event.occurred_at:
+            return {}
+        return {"lapsed_at": event.occurred_at}
     return {}

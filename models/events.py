@@ -124,6 +124,24 @@ class PayoutCompleted(Event):
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
+class PayoutReversed(Event):
+    """A payout counted as paid came back: Stripe reversed the transfer (``amount_minor`` is
+    what was reversed, all or part) or Wise's transfer bounced / was refunded or cancelled.
+    Published by the web app from a verified provider webhook; the payouts agent posts the
+    reversing ledger entry."""
+
+    TOPIC: ClassVar[str] = "offer.payout.reversed"
+
+    payout_id: str
+    provider: PayoutProvider
+    provider_reference: str
+    amount_minor: int
+    currency: str
+    reason: str  # a machine code, e.g. stripe_transfer_reversed, wise_bounced_back
+    provider_event_id: str  # the webhook's identity at the provider (dedup key)
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
 class ReceiptGenerated(Event):
     TOPIC: ClassVar[str] = "offer.receipt.generated"
 
@@ -133,37 +151,6 @@ class ReceiptGenerated(Event):
     size_bytes: int
 
 
-LIFECYCLE_EVENTS: tuple[type[Event], ...] = (
-    OfferCreated,
-    OfferValuated,
-    TermsheetGenerated,
-    OfferAccepted,
-    PayoutRequested,
-    PayoutCompleted,
-    ReceiptGenerated,
-)
-
-EVENT_BY_TOPIC: dict[str, type[Event]] = {cls.TOPIC: cls for cls in LIFECYCLE_EVENTS}
-
-DEADLETTER_TOPIC = "offer.deadletter"
-
-
-@dataclass(frozen=True, kw_only=True, slots=True)
-class DeadLetter:
-    """A message a consumer could not decode or validate, parked with its origin."""
-
-    TOPIC: ClassVar[str] = DEADLETTER_TOPIC
-
-    dead_letter_id: str
-    consumer: str
-    original_topic: str
-    original_partition: int
-    original_offset: int
-    original_key: bytes | None
-    original_value: bytes | None
-    error_type: str
-    error: str
-    failed_at: datetime
 @dataclass(frozen=True, kw_only=True, slots=True)
 class OfferDeclined(Event):
     TOPIC: ClassVar[str] = "offer.declined"
@@ -187,6 +174,38 @@ class OfferLapsed(Event):
     valid_until: datetime  # the instant the offer stood until, as its term sheet printed it
 
 
+LIFECYCLE_EVENTS: tuple[type[Event], ...] = (
+    OfferCreated,
+    OfferValuated,
+    TermsheetGenerated,
+    OfferAccepted,
+    PayoutRequested,
+    PayoutCompleted,
+    PayoutReversed,
+    ReceiptGenerated,
     OfferDeclined,
     OfferWithdrawn,
     OfferLapsed,
+)
+
+EVENT_BY_TOPIC: dict[str, type[Event]] = {cls.TOPIC: cls for cls in LIFECYCLE_EVENTS}
+
+DEADLETTER_TOPIC = "offer.deadletter"
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class DeadLetter:
+    """A message a consumer could not decode or validate, parked with its origin."""
+
+    TOPIC: ClassVar[str] = DEADLETTER_TOPIC
+
+    dead_letter_id: str
+    consumer: str
+    original_topic: str
+    original_partition: int
+    original_offset: int
+    original_key: bytes | None
+    original_value: bytes | None
+    error_type: str
+    error: str
+    failed_at: datetime

@@ -47,6 +47,7 @@ class Direction(enum.StrEnum):
 
 class TransactionType(enum.StrEnum):
     PAYOUT = "payout"
+    PAYOUT_REVERSAL = "payout_reversal"
 
 
 # Accounts are plain strings "<kind>" or "<kind>:<qualifier>", so a new provider or creator
@@ -189,6 +190,42 @@ def payout_posting(
             LedgerEntry(platform_cash(provider), Direction.CREDIT, amount_minor, currency),
         ),
         description=f"advance paid to creator {creator}{via}{ref}",
+    )
+    return validate_posting(posting)
+
+
+def payout_reversal_reference(payout_id: str) -> str:
+    """One reversal per payout (see ``models.reversal``): a redelivered reversal posts once."""
+    return f"payout-reversal:{_uuid(payout_id, 'payout_id')}"
+
+
+def payout_reversal_posting(
+    *,
+    payout_id: str,
+    offer_id: str,
+    creator_id: str,
+    amount_minor: int,
+    currency: str,
+    provider: str,
+    provider_reference: str,
+    reason: str,
+    occurred_at: datetime,
+) -> Posting:
+    """A paid payout came back (all of it, or the part Stripe reversed): the mirror of
+    :func:`payout_posting`. Debit ``platform_cash:<provider>`` (the money is back in our
+    provider balance), credit ``creator_advances_receivable`` (the creator no longer owes it).
+    The original posting stays: the ledger is append-only, a correction is a new posting."""
+    creator = _uuid(creator_id, "creator_id")
+    posting = Posting(
+        reference_id=payout_reversal_reference(payout_id),
+        offer_id=_uuid(offer_id, "offer_id"),
+        transaction_type=TransactionType.PAYOUT_REVERSAL.value,
+        occurred_at=occurred_at,
+        entries=(
+            LedgerEntry(platform_cash(provider), Direction.DEBIT, amount_minor, currency),
+            LedgerEntry(CREATOR_ADVANCES_RECEIVABLE, Direction.CREDIT, amount_minor, currency),
+        ),
+        description=f"reverses {payout_reference(payout_id)} to creator {creator} ({provider_reference}, {reason})",
     )
     return validate_posting(posting)
 

@@ -55,11 +55,11 @@ offers = Table(
     Column("paid_amount_minor", BigInteger),
     Column("payout_failure_reason", Text),
     Column("payout_completed_at", TS),
+    Column("payout_reversed_at", TS),  # migration 0008
+    Column("payout_reversed_amount_minor", BigInteger),
+    Column("payout_reversal_reason", Text),
     Column("receipt_key", Text),
     Column("receipt_sha256", String(64)),
-    Column("event_count", Integer, nullable=False, server_default="0"),
-    Column("first_seq", BigInteger, nullable=False),
-    Column("change_seq", BigInteger, nullable=False),
     Column("valid_until", TS),
     Column("declined_at", TS),
     Column("declined_by", Text),
@@ -68,13 +68,16 @@ offers = Table(
     Column("withdrawn_by", Text),
     Column("withdraw_reason", Text),
     Column("lapsed_at", TS),
+    Column("event_count", Integer, nullable=False, server_default="0"),
+    Column("first_seq", BigInteger, nullable=False),
+    Column("change_seq", BigInteger, nullable=False),
     Index("ix_offers_status", "status"),
     Index("ix_offers_first_seq", "first_seq"),
+    # The lapse sweeper's question (migration 0007): open offers by valid_until.
+    Index("ix_offers_open_valid_until", "valid_until", postgresql_where=text("status = 'termsheet_issued'")),
 )
 
 deal_events = Table(
-    # The lapse sweeper's question (migration 0007): open offers by valid_until.
-    Index("ix_offers_open_valid_until", "valid_until", postgresql_where=text("status = 'termsheet_issued'")),
     "deal_events",
     metadata,
     Column("event_id", UUID(as_uuid=False), primary_key=True),

@@ -12,6 +12,7 @@ account") are :meth:`RequestModel.problems`, checked after the shape is valid.
 from __future__ import annotations
 
 import uuid
+from datetime import datetime
 from typing import Annotated, Any, ClassVar
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, WithJsonSchema
@@ -259,6 +260,48 @@ class StreamQuery(QueryModel):
 
     ticket: str | None = None
     last_event_id: Annotated[int | None, Field(ge=0, le=MAX_SEQ)] = None
+
+
+class WebhookModel(RequestModel):
+    """A provider's webhook body. The signature over the raw bytes is checked first; the body
+    is then read leniently (providers add fields without notice, and times are strings)."""
+
+    model_config = ConfigDict(strict=False, extra="allow", frozen=True)
+
+
+class StripeEventData(WebhookModel):
+    object: dict[str, Any]
+
+
+class StripeWebhookIn(WebhookModel):
+    """POST /webhooks/stripe: a Stripe event, signed (``Stripe-Signature``)."""
+
+    id: Annotated[str, Field(min_length=1, max_length=255, examples=["evt_1"])]
+    type: Annotated[str, Field(min_length=1, max_length=255, examples=["transfer.reversed"])]
+    created: int
+    data: StripeEventData
+
+
+class WiseResource(WebhookModel):
+    type: str
+    id: int | str
+
+
+class WiseStateChangeData(WebhookModel):
+    resource: WiseResource
+    current_state: str
+    previous_state: str | None = None
+    occurred_at: datetime | None = None
+
+
+class WiseWebhookIn(WebhookModel):
+    """POST /webhooks/wise: a Wise event, signed (``X-Signature-SHA256``)."""
+
+    event_type: Annotated[str, Field(min_length=1, max_length=255, examples=["transfers#state-change"])]
+    schema_version: str | None = None
+    subscription_id: str | None = None
+    sent_at: datetime
+    data: dict[str, Any]
 
 
 # --- answers (the error shape; success bodies are documented per route) ---------------------

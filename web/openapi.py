@@ -42,6 +42,9 @@ _HEADERS: dict[str, tuple[bool, str]] = {
     ),
     "X-Correlation-ID": (False, "carried by the events this request causes (at most 128 characters)"),
     "Last-Event-ID": (False, "resume after this change sequence"),
+    "Stripe-Signature": (True, "t=<unix time>,v1=<HMAC-SHA256 of t.body under the endpoint secret>"),
+    "X-Signature-SHA256": (True, "base64 RSA-SHA256 signature of the raw body under Wise's key"),
+    "X-Delivery-Id": (False, "Wise's id of this delivery attempt (logged; not the dedup key)"),
 }
 _ERRORS = {
     400: "the body is missing or not JSON",
@@ -50,6 +53,7 @@ _ERRORS = {
     404: "no such resource (or not visible to the caller)",
     409: "the command does not fit the resource's state",
     422: "invalid fields (`fields` names each one)",
+    413: "the body is larger than the route accepts",
     429: "rate limited; see Retry-After",
     503: "a dependency is unavailable; retry later",
 }

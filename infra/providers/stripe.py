@@ -43,6 +43,16 @@ def stripe_amount(amount_minor: int, currency: str) -> int:
     return amount_minor * 10 ** (theirs - ours)
 
 
+def from_stripe_amount(amount: int, currency: str) -> int | None:
+    """Stripe's API integer -> our minor units; None for an unknown currency or an amount our
+    unit cannot hold exactly (e.g. ISK "150" = 1.5 krónur)."""
+    if currency not in CURRENCY_EXPONENTS:
+        return None
+    ours = CURRENCY_EXPONENTS[currency]
+    factor = 10 ** (_STRIPE_API_EXPONENTS.get(currency, ours) - ours)
+    return amount // factor if amount % factor == 0 else None
+
+
 def idempotency_key(req: TransferRequest) -> str:
     key = f"spacemusic-payout-{req.payout_id}"
     # See TransferRequest.attempt: a fresh key only when the old one is known to replay a 5xx.

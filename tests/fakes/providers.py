@@ -18,6 +18,13 @@ client waits), `execute_then_500` (execute, then answer 500). A fault applies to
 (Stripe: `transfer` | `lookup`; Wise: `recipient` | `quote` | `transfer` | `fund` | `lookup`;
 default: the money-moving step) and to `times` requests (None: until changed).
 
+Webhooks (tests/fakes/webhooks.py): with ``webhook_url`` set (the web app's base URL), a
+Stripe reversal and a Wise bounce are also sent there as signed webhooks -- Stripe's
+``transfer.reversed`` under ``stripe_webhook_secret``, Wise's ``transfers#state-change``
+under the fake's own RSA key (``wise_webhook_public_key_pem`` is what the web app verifies
+with). ``bounce_wise_transfer_later`` models a transfer that is ``processing`` and bounces
+back after a delay. Every delivery is kept in ``webhooks`` (and can be sent again).
+
 Run standalone: `python -m tests.fakes.providers --port 12112`.
 """
 
@@ -38,6 +45,17 @@ from aiohttp import web
 
 from infra.providers.wise import customer_transaction_id, dumps_exact
 from models.money import CURRENCY_EXPONENTS
+from tests.fakes.webhooks import (
+    DEFAULT_STRIPE_SECRET,
+    WebhookDelivery,
+    new_wise_key,
+    public_pem,
+    send,
+    signed_stripe,
+    signed_wise,
+    stripe_event_body,
+    wise_state_change_body,
+)
 
 PROVIDERS = ("stripe", "wise")
 MODES = frozenset(
@@ -87,8 +105,16 @@ class ProviderFake:
         stripe_api_key: str | None = None,
         wise_token: str | None = None,
         stripe_replays_5xx: bool = True,
+        webhook_url: str | None = None,
+        stripe_webhook_secret: str = DEFAULT_STRIPE_SECRET,
     ) -> None:
         self.hang_seconds = hang_seconds
+        # Where signed webhooks go (None: none are sent, as before webhooks existed).
+        self.webhook_url = webhook_url
+        self.stripe_webhook_secret = stripe_webhook_secret
+        self.wise_webhook_key = new_wise_key()
+        self.webhooks: list[WebhookDelivery] = []
+        self._timers: set[asyncio.Task[None]] = set()
         self._stripe_api_key = stripe_api_key
         self._wise_token = wise_token
         self.stripe_replays_5xx = stripe_replays_5xx
@@ -123,6 +149,8 @@ class ProviderFake:
 
     async def stop(self) -> None:
         self._stopping.set()  # wakes handlers that are "losing" a response
+        for timer in list(self._timers):
+            timer.cancel()
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
@@ -231,12 +259,45 @@ class ProviderFake:
         }
         return per[provider] if provider else sum(per.values())
 
-    def bounce_wise_transfer(self, transfer_id: str | int) -> None:
-        """The bank returned the money after Wise had sent it (``processing`` -> ``bounced_back``)."""
+    def bounce_wise_transfer(self, transfer_id: str | int) -> WebhookDelivery:
+        """The bank returned the money after Wise had sent it (``processing`` -> ``bounced_back``).
+        Returns the signed ``transfers#state-change`` webhook (kept in ``webhooks``; sent by
+        ``deliver`` / ``bounce_wise_transfer_later``)."""
         transfer = self._wise_transfer_by_id(str(transfer_id))
         if transfer is None:
             raise KeyError(transfer_id)
+        previous = transfer["status"]
         transfer["status"] = "bounced_back"
+        delivery = signed_wise(wise_state_change_body(transfer, previous, "bounced_back"), self.wise_webhook_key)
+        self.webhooks.append(delivery)
+        return delivery
+
+    def bounce_wise_transfer_later(self, transfer_id: str | int, after_seconds: float) -> None:
+        """A transfer Wise shows ``processing`` bounces back ``after_seconds`` later, and the
+        signed webhook is sent to ``webhook_url`` (when set) at that moment."""
+        if self._wise_transfer_by_id(str(transfer_id)) is None:
+            raise KeyError(transfer_id)
+
+        async def later() -> None:
+            await asyncio.sleep(after_seconds)
+            delivery = self.bounce_wise_transfer(transfer_id)
+            if self.webhook_url:
+                await self.deliver(delivery)
+
+        timer = asyncio.ensure_future(later())
+        self._timers.add(timer)
+        timer.add_done_callback(self._timers.discard)
+
+    @property
+    def wise_webhook_public_key_pem(self) -> str:
+        return public_pem(self.wise_webhook_key)
+
+    async def deliver(self, delivery: WebhookDelivery, url: str | None = None) -> int:
+        """POST a (possibly earlier) delivery to the web app, as the provider's retry would."""
+        target = url or self.webhook_url
+        if not target:
+            raise ValueError("no webhook_url configured")
+        return await send(delivery, target)
 
     def plant_stripe_transfer(self, payout_id: str, amount: int, currency: str, destination: str) -> str:
         """A transfer nobody asked for through the API (reconciliation drift tests)."""
@@ -251,12 +312,22 @@ class ProviderFake:
         self.transfers["stripe"].append(transfer)
         return str(transfer["id"])
 
-    def reverse_stripe_transfer(self, transfer_id: str) -> None:
+    def reverse_stripe_transfer(self, transfer_id: str, amount: int | None = None) -> WebhookDelivery:
+        """Reverse a transfer, all of it (default) or ``amount`` more of it (Stripe's unit), as
+        ``POST /v1/transfers/{id}/reversals`` does; returns the signed ``transfer.reversed``
+        webhook (kept in ``webhooks``)."""
         for transfer in self.transfers["stripe"]:
             if transfer["id"] == transfer_id:
-                transfer["reversed"] = True
-                transfer["amount_reversed"] = transfer["amount"]
-                return
+                left = transfer["amount"] - transfer["amount_reversed"]
+                part = left if amount is None else min(amount, left)
+                transfer["amount_reversed"] += part
+                transfer["reversed"] = transfer["amount_reversed"] == transfer["amount"]
+                transfer["reversals"]["data"].append(
+                    {"id": "trr_" + uuid.uuid4().hex[:24], "object": "transfer_reversal", "amount": part}
+                )
+                delivery = signed_stripe(stripe_event_body(transfer), self.stripe_webhook_secret)
+                self.webhooks.append(delivery)
+                return delivery
         raise KeyError(transfer_id)
 
     def state(self, payout_id: str | None = None) -> dict[str, Any]:
@@ -270,6 +341,7 @@ class ProviderFake:
             for p in PROVIDERS
         }
         data["stripe"]["replays_5xx"] = self.stripe_replays_5xx
+        data["webhooks"] = [d.public() for d in self.webhooks]
         data["wise"]["objects_created"] = dict(self.wise_objects_created)
         if payout_id is not None:
             stripe_n = self.executed_count(payout_id, "stripe")
@@ -286,9 +358,19 @@ class ProviderFake:
             if action == "reset":
                 self.reset()
             elif action == "reverse_stripe_transfer":
-                self.reverse_stripe_transfer(body["transfer_id"])
+                delivery = self.reverse_stripe_transfer(body["transfer_id"], body.get("amount"))
+                if body.get("notify") and self.webhook_url:
+                    await self.deliver(delivery)
             elif action == "bounce_wise_transfer":
-                self.bounce_wise_transfer(body["transfer_id"])
+                if body.get("after_seconds") is not None:
+                    self.bounce_wise_transfer_later(body["transfer_id"], float(body["after_seconds"]))
+                else:
+                    delivery = self.bounce_wise_transfer(body["transfer_id"])
+                    if body.get("notify") and self.webhook_url:
+                        await self.deliver(delivery)
+            elif action == "webhooks":
+                self.webhook_url = body.get("url", self.webhook_url)
+                self.stripe_webhook_secret = body.get("stripe_secret", self.stripe_webhook_secret)
             elif action == "set_mode":
                 if "replay_5xx" in body:
                     self.stripe_replays_5xx = bool(body["replay_5xx"])
@@ -832,11 +914,19 @@ def _iban_valid(iban: str) -> bool:
     return int(digits) % 97 == 1
 
 
-async def _serve(host: str, port: int) -> None:
-    fake = ProviderFake()
+async def _serve(host: str, port: int, webhook_url: str | None, stripe_webhook_secret: str) -> None:
+    fake = ProviderFake(webhook_url=webhook_url, stripe_webhook_secret=stripe_webhook_secret)
     await fake.start(host, port)
     print(
-        json.dumps({"stripe_url": fake.stripe_url, "wise_url": fake.wise_url, "control": f"{fake.url}/_control"}),
+        json.dumps(
+            {
+                "stripe_url": fake.stripe_url,
+                "wise_url": fake.wise_url,
+                "control": f"{fake.url}/_control",
+                # For the web app: WISE_WEBHOOK_PUBLIC_KEY (one line, \n escapes).
+                "wise_webhook_public_key": fake.wise_webhook_public_key_pem.strip().replace("\n", "\\n"),
+            }
+        ),
         flush=True,
     )
     try:
@@ -849,5 +939,7 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description="Run the Stripe/Wise provider fake")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=0)
+    parser.add_argument("--webhook-url", default=None, help="the web app's base URL, e.g. http://127.0.0.1:8080")
+    parser.add_argument("--stripe-webhook-secret", default=DEFAULT_STRIPE_SECRET)
     args = parser.parse_args()
-    asyncio.run(_serve(args.host, args.port))
+    asyncio.run(_serve(args.host, args.port, args.webhook_url, args.stripe_webhook_secret))

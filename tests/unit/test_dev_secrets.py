@@ -86,6 +86,7 @@ def test_a_real_production_configuration_starts() -> None:
         ({"OIDC_ISSUER": "http://127.0.0.1:8080/dev-idp/"}, "OIDC_ISSUER"),
         ({"OIDC_JWKS_URL": "http://127.0.0.1:8080/dev-idp/.well-known/jwks.json"}, "OIDC_JWKS_URL"),
         ({"OIDC_CLIENT_SECRET": dev_env()["OIDC_CLIENT_SECRET"]}, "OIDC_CLIENT_SECRET"),
+        ({"STRIPE_WEBHOOK_SECRET": dev_env()["STRIPE_WEBHOOK_SECRET"]}, "STRIPE_WEBHOOK_SECRET"),
     ],
 )
 def test_outside_dev_each_dev_secret_is_refused_by_name(override: dict[str, str], named: str) -> None:
