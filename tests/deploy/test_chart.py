@@ -16,6 +16,7 @@ SECRET_ENV = {
     "WISE_TOKEN",
     "LAUNCHDARKLY_SDK_KEY",
     "RECIPIENT_ENCRYPTION_KEY",
+    "RECIPIENT_ENCRYPTION_KEYS",
     "SESSION_SECRET",
 }
 ROLES = ("pipeline", "payouts", "documents")
