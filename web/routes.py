@@ -16,7 +16,7 @@ from typing import Any
 
 from aiohttp import web
 
-from web import calculator, closing, creators, deals, documents, health, lifecycle, offers, stream, webhooks
+from web import calculator, closing, creators, deals, documents, health, lifecycle, offers, stream
 from web.auth.permissions import (
     ADMIN,
     CREATORS_READ,
@@ -42,8 +42,6 @@ from web.contract import (
     RecipientIn,
     RequestModel,
     StreamQuery,
-    StripeWebhookIn,
-    WiseWebhookIn,
 )
 from web.openapi import openapi_document
 
@@ -78,6 +76,8 @@ class Route:
     # Also accepts a ?ticket= from POST /auth/sse-ticket (EventSource cannot send headers).
     ticket: bool = False
     body: type[RequestModel] | None = None
+    # The body may be left out entirely (the model's defaults apply).
+    body_optional: bool = False
     query: type[QueryModel] | None = None
     headers: tuple[str, ...] = field(default=())
     # The success answer, for the OpenAPI document.
@@ -85,8 +85,6 @@ class Route:
     content: str = "application/json"
     # Statuses beyond those the declaration implies (401/403, 400/422, 404, 429).
     errors: tuple[int, ...] = ()
-    # The body may be left out entirely (the model's defaults apply).
-    body_optional: bool = False
 
     @property
     def public(self) -> bool:
@@ -117,26 +115,19 @@ ROUTES: tuple[Route, ...] = (
           content="application/pdf"),
     Route("POST", "/offers/{offer_id}/accept", "accept_offer", lifecycle.accept_offer, (OFFERS_WRITE,),
           "Accept the term sheet", headers=("X-Correlation-ID",), ok=202, errors=(409,)),
-    Route("POST", "/offers/{offer_id}/payout", "request_payout", lifecycle.request_payout, (PAYOUTS_WRITE,),
-          "Request the payout (idempotent per Idempotency-Key)", rate_limit=PAYOUTS, body=PayoutIn,
-          headers=("Idempotency-Key", "X-Correlation-ID"), ok=202, errors=(409, 503)),
-    Route("GET", "/deals", "get_deals", deals.get_deals, (DEALS_READ,), "Deals, newest first, paginated",
-          query=DealsQuery),
-    # Public: the provider's signature over the raw body is the authentication (web/webhooks.py).
-    Route("POST", "/webhooks/stripe", "stripe_webhook", webhooks.stripe_webhook, PUBLIC,
-          "Stripe webhook (signed: Stripe-Signature); transfer.reversed reverses a paid payout",
-          body=StripeWebhookIn, headers=("Stripe-Signature",), ok=202, errors=(413, 503)),
-    Route("POST", "/webhooks/wise", "wise_webhook", webhooks.wise_webhook, PUBLIC,
-          "Wise webhook (signed: X-Signature-SHA256); a paid transfer bounced back reverses the payout",
-          body=WiseWebhookIn, headers=("X-Signature-SHA256", "X-Delivery-Id"), ok=202, errors=(413, 503)),
-    Route("GET", "/healthz", "healthz", health.healthz, PUBLIC, "Liveness"),
-    Route("GET", "/readyz", "readyz", health.readyz, PUBLIC, "Readiness (status only; Postgres and Kafka through the pooled clients)"),
     Route("POST", "/offers/{offer_id}/decline", "decline_offer", closing.decline_offer, (OFFERS_WRITE,),
           "Decline an open offer (a creator its own; an operator any)", body=ReasonIn,
           body_optional=True, headers=("X-Correlation-ID",), ok=202, errors=(409,)),
     Route("POST", "/offers/{offer_id}/withdraw", "withdraw_offer", closing.withdraw_offer, (ADMIN,),
           "Withdraw an open offer (operators only)", body=ReasonIn, body_optional=True,
           headers=("X-Correlation-ID",), ok=202, errors=(409,)),
+    Route("POST", "/offers/{offer_id}/payout", "request_payout", lifecycle.request_payout, (PAYOUTS_WRITE,),
+          "Request the payout (idempotent per Idempotency-Key)", rate_limit=PAYOUTS, body=PayoutIn,
+          headers=("Idempotency-Key", "X-Correlation-ID"), ok=202, errors=(409, 503)),
+    Route("GET", "/deals", "get_deals", deals.get_deals, (DEALS_READ,), "Deals, newest first, paginated",
+          query=DealsQuery),
+    Route("GET", "/healthz", "healthz", health.healthz, PUBLIC, "Liveness"),
+    Route("GET", "/readyz", "readyz", health.readyz, PUBLIC, "Readiness (status only; Postgres and Kafka through the pooled clients)"),
     Route("GET", "/metrics", "metrics", health.metrics, (METRICS_READ,), "Prometheus metrics (business volume: needs metrics:read)", content="text/plain"),
     Route("GET", "/openapi.json", "openapi", serve_openapi, PUBLIC, "This document"),
 )  # fmt: skip
