@@ -80,6 +80,11 @@ class Settings(BaseSettings):
     wise_api_base: str = "https://api.transferwise.com"
     wise_token: SecretStr = SecretStr("")
     wise_profile_id: str = ""
+    # Provider webhooks (web/webhooks.py): Stripe's endpoint signing secret (whsec_...), Wise's
+    # RSA public key (PEM; "\n" escapes allowed on one line), and how old a signed delivery may be.
+    stripe_webhook_secret: SecretStr = SecretStr("")
+    wise_webhook_public_key: str = ""
+    webhook_tolerance_seconds: int = 300
     # Recipient details (infra/crypto.py): the keyring "<key id>:<base64 of 32 bytes>,..." whose
     # first entry seals new rows and every entry opens; the legacy single Fernet key only opens
     # rows sealed before the keyring, until `spacemusic recipients rotate-key` re-encrypts them.
@@ -267,6 +272,7 @@ def parse_keyring(text: str) -> tuple[tuple[str, bytes], ...]:
 _DEV_SECRET_SHA256: dict[str, frozenset[str]] = {
     "session_secret": frozenset({"901e185c625390845d6f87cf5e527ad62d389c1dc0a6e63806287936077d0d12"}),
     "recipient_encryption_key": frozenset({"86de64d470df3319423bd27a331a68e6330208b9416300a32f892fb32c4242d8"}),
+    "stripe_webhook_secret": frozenset({"2784abb4132c910db4fcef4aabbf1c6777c5bd8af8db6e07b2bd059f3138e011"}),
     # infra/local/oidc/oidc.env (the local OIDC provider's client)
     "oidc_client_secret": frozenset({"695f3682999ad255e8c6ac273bc072327d02d9bd0f0b06784d585cbd640adf5a"}),
 }

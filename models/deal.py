@@ -30,6 +30,7 @@ from models.events import (
     OfferWithdrawn,
     PayoutCompleted,
     PayoutRequested,
+    PayoutReversed,
     PayoutStatus,
     ReceiptGenerated,
     TermsheetGenerated,
@@ -47,6 +48,7 @@ class DealStatus(enum.StrEnum):
     PAYOUT_REQUESTED = "payout_requested"
     PAID = "paid"
     PAYOUT_FAILED = "payout_failed"
+    PAYOUT_REVERSED = "payout_reversed"  # paid, then reversed or bounced at the provider
     DECLINED = "declined"
     WITHDRAWN = "withdrawn"
     LAPSED = "lapsed"
@@ -85,6 +87,10 @@ class Deal:
     paid_amount_minor: int | None = None
     payout_failure_reason: str | None = None
     payout_completed_at: datetime | None = None
+    # The provider took a paid payout back (Stripe reversal, Wise bounce): when, how much, why.
+    payout_reversed_at: datetime | None = None
+    payout_reversed_amount_minor: int | None = None
+    payout_reversal_reason: str | None = None
     receipt_key: str | None = None
     receipt_sha256: str | None = None
     # Derived, not reported: the term sheet's date (the valuation's time) plus OFFER_VALIDITY,
@@ -106,6 +112,9 @@ class Deal:
 
 def derive_status(deal: Deal) -> DealStatus:
     """The furthest lifecycle stage the recorded facts prove."""
+    if deal.payout_reversed_at is not None:
+        # Only a paid payout can be reversed, so the fact alone proves it (whichever arrived first).
+        return DealStatus.PAYOUT_REVERSED
     if deal.payout_status == PayoutStatus.SUCCEEDED.value:
         return DealStatus.PAID
     if deal.payout_status == PayoutStatus.FAILED.value and (
@@ -229,6 +238,20 @@ def _facts(deal: Deal, event: Event) -> dict[str, object]:
             "paid_amount_minor": event.amount_minor if event.status is PayoutStatus.SUCCEEDED else None,
             "payout_failure_reason": event.failure_reason,
             "payout_completed_at": event.occurred_at,
+        }
+    if isinstance(event, PayoutReversed):
+        # Reported twice (a later, larger partial reversal): the latest one stands.
+        recorded = (
+            None
+            if deal.payout_reversed_at is None
+            else (deal.payout_reversed_at, deal.payout_reversed_amount_minor or 0, deal.payout_reversal_reason or "")
+        )
+        if recorded is not None and recorded >= (event.occurred_at, event.amount_minor, event.reason):
+            return {}
+        return {
+            "payout_reversed_at": event.occurred_at,
+            "payout_reversed_amount_minor": event.amount_minor,
+            "payout_reversal_reason": event.reason,
         }
     if isinstance(event, ReceiptGenerated):
         return {"receipt_key": event.document_key, "receipt_sha256": event.sha256}

@@ -124,6 +124,24 @@ class PayoutCompleted(Event):
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
+class PayoutReversed(Event):
+    """A payout counted as paid came back: Stripe reversed the transfer (``amount_minor`` is
+    what was reversed, all or part) or Wise's transfer bounced / was refunded or cancelled.
+    Published by the web app from a verified provider webhook; the payouts agent posts the
+    reversing ledger entry."""
+
+    TOPIC: ClassVar[str] = "offer.payout.reversed"
+
+    payout_id: str
+    provider: PayoutProvider
+    provider_reference: str
+    amount_minor: int
+    currency: str
+    reason: str  # a machine code, e.g. stripe_transfer_reversed, wise_bounced_back
+    provider_event_id: str  # the webhook's identity at the provider (dedup key)
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
 class ReceiptGenerated(Event):
     TOPIC: ClassVar[str] = "offer.receipt.generated"
 
@@ -163,6 +181,7 @@ LIFECYCLE_EVENTS: tuple[type[Event], ...] = (
     OfferAccepted,
     PayoutRequested,
     PayoutCompleted,
+    PayoutReversed,
     ReceiptGenerated,
     OfferDeclined,
     OfferWithdrawn,

@@ -55,6 +55,9 @@ offers = Table(
     Column("paid_amount_minor", BigInteger),
     Column("payout_failure_reason", Text),
     Column("payout_completed_at", TS),
+    Column("payout_reversed_at", TS),  # migration 0008
+    Column("payout_reversed_amount_minor", BigInteger),
+    Column("payout_reversal_reason", Text),
     Column("receipt_key", Text),
     Column("receipt_sha256", String(64)),
     Column("valid_until", TS),

@@ -16,7 +16,7 @@ from typing import Any
 
 from aiohttp import web
 
-from web import calculator, closing, creators, deals, documents, health, lifecycle, offers, stream
+from web import calculator, closing, creators, deals, documents, health, lifecycle, offers, stream, webhooks
 from web.auth.permissions import (
     ADMIN,
     CREATORS_READ,
@@ -42,6 +42,8 @@ from web.contract import (
     RecipientIn,
     RequestModel,
     StreamQuery,
+    StripeWebhookIn,
+    WiseWebhookIn,
 )
 from web.openapi import openapi_document
 
@@ -126,6 +128,13 @@ ROUTES: tuple[Route, ...] = (
           headers=("Idempotency-Key", "X-Correlation-ID"), ok=202, errors=(409, 503)),
     Route("GET", "/deals", "get_deals", deals.get_deals, (DEALS_READ,), "Deals, newest first, paginated",
           query=DealsQuery),
+    # Public: the provider's signature over the raw body is the authentication (web/webhooks.py).
+    Route("POST", "/webhooks/stripe", "stripe_webhook", webhooks.stripe_webhook, PUBLIC,
+          "Stripe webhook (signed: Stripe-Signature); transfer.reversed reverses a paid payout",
+          body=StripeWebhookIn, headers=("Stripe-Signature",), ok=202, errors=(413, 503)),
+    Route("POST", "/webhooks/wise", "wise_webhook", webhooks.wise_webhook, PUBLIC,
+          "Wise webhook (signed: X-Signature-SHA256); a paid transfer bounced back reverses the payout",
+          body=WiseWebhookIn, headers=("X-Signature-SHA256", "X-Delivery-Id"), ok=202, errors=(413, 503)),
     Route("GET", "/healthz", "healthz", health.healthz, PUBLIC, "Liveness"),
     Route("GET", "/readyz", "readyz", health.readyz, PUBLIC, "Readiness (status only; Postgres and Kafka through the pooled clients)"),
     Route("GET", "/metrics", "metrics", health.metrics, (METRICS_READ,), "Prometheus metrics (business volume: needs metrics:read)", content="text/plain"),
