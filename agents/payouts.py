@@ -33,7 +33,7 @@ from sqlalchemy import func
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from agents.consume import Consumer, RawMessage, from_faust
-from infra.crypto import RecipientVault
+from infra.crypto import RecipientDetailsUnreadable, RecipientVault
 from infra.kafka import EventPublisher
 from infra.logging import get_logger
 from infra.metrics import APP_ERRORS, PAYOUT_DURATION, STRIPE_TRANSFERS, WISE_TRANSFERS
@@ -384,12 +384,21 @@ class PayoutRunner:
             return f"{provider.lower()}_not_configured"
         if recipient is None:
             return "recipient_not_found"
-        # Bound to this row: details copied in from another recipient's row do not open.
-        details = self._vault.open(
-            recipient["details_ciphertext"],
-            recipient_id=str(recipient["recipient_id"]),
-            creator_id=str(recipient["creator_id"]),
-        )
+        try:
+            # Bound to this row: details copied in from another recipient's row do not open.
+            details = self._vault.open(
+                recipient["details_ciphertext"],
+                recipient_id=str(recipient["recipient_id"]),
+                creator_id=str(recipient["creator_id"]),
+            )
+        except RecipientDetailsUnreadable as exc:
+            log.error("recipient_details_unreadable", payout_id=row["payout_id"], reason=str(exc))
+            if PayoutPhase(row["phase"]) in (PayoutPhase.INTENT, PayoutPhase.STRIPE_FAILED):
+                # The pending phase is committed before a call goes out, so this provider
+                # was never asked: refusing is definite. Anywhere else a transfer may be in
+                # flight, and only an operator decides (docs/runbooks/rotate-recipient-key.md).
+                return "recipient_unreadable"
+            raise
         if provider == "STRIPE":
             if "stripe_account_id" not in details:
                 return "no_stripe_account"

@@ -16,7 +16,7 @@ from datetime import UTC, datetime
 
 import aiohttp
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 
 from infra.db import create_engine
 from infra.settings import Settings
@@ -24,7 +24,7 @@ from models.events import PayoutRequested
 from models.payout import payout_id_for
 from projections.tables import offers
 from state.ledger import check_ledger, ledger_transactions
-from state.tables import payout_attempts, payouts
+from state.tables import payout_attempts, payout_recipients, payouts
 from tests.fakes.providers import ProviderFake
 from tests.support.environments import drop_stack_env, prepare_stack_env
 from tests.support.kafka import read_all
@@ -740,6 +740,34 @@ async def test_cancel_after_confirmation_then_retry_pays_once_to_the_new_recipie
     assert len(history) == 2  # the retry is an event in the deal's history
     code, out = await asyncio.to_thread(_cli_rc, money["env"], "payouts", "retry", offer_id, "--by", "ops@example")
     assert code != 0  # paid: nothing left to retry
+
+
+async def test_details_copied_from_another_recipients_row_are_never_paid(money, fake) -> None:
+    """Issue 9, point 8: whoever can write the table copies their own sealed details into a
+    victim's row. The ciphertext is bound to its recipient and creator, so the worker cannot
+    open it there: no provider is asked and the payout fails as recipient_unreadable."""
+    _, attacker_recipient = await onboard(money["client"], bank=False)
+    _, recipient_id, offer_id = await paid_offer_setup(money, bank=False)
+    async with money["engine"].begin() as conn:
+        copied = await conn.scalar(
+            select(payout_recipients.c.details_ciphertext).where(payout_recipients.c.recipient_id == attacker_recipient)
+        )
+        await conn.execute(
+            update(payout_recipients)
+            .where(payout_recipients.c.recipient_id == recipient_id)
+            .values(details_ciphertext=copied)
+        )
+    assert (await request_payout(money["client"], offer_id, recipient_id)).status == 202
+    await wait_status(money["engine"], offer_id, "payout_failed")
+    payout_id = payout_id_for(offer_id)
+    row = await payout_row(money["engine"], payout_id)
+    assert row["phase"] == "failed" and "recipient_unreadable" in row["failure_reason"], row["failure_reason"]
+    assert fake.executed_count(payout_id) == 0
+    async with money["engine"].connect() as conn:
+        statuses = (
+            await conn.execute(select(payout_attempts.c.status).where(payout_attempts.c.payout_id == payout_id))
+        ).scalars()
+        assert set(statuses) <= {"refused", "failed"}
 
 
 async def test_no_recipient_detail_in_kafka_or_logs(money) -> None:
