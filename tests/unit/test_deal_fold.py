@@ -5,6 +5,7 @@ from datetime import timedelta
 
 from models.deal import DealStatus, apply_event, fold
 from models.events import (
+    OfferDeclined,
     OfferValuated,
     PayoutCompleted,
     PayoutProvider,
@@ -59,3 +60,17 @@ def test_as_of_folds_only_what_had_happened() -> None:
     events = lifecycle()
     assert fold(events, as_of=T0 + timedelta(minutes=3, seconds=30)).status is DealStatus.TERMSHEET_ISSUED
     assert fold(events, as_of=T0) is None
+
+
+def test_a_late_decline_in_any_arrival_order_leaves_the_paid_deal_paid() -> None:
+    # The closing facts (offer.declined/withdrawn/lapsed) keep the fold order-independent too.
+    late = OfferDeclined(**env(8), declined_by="creator|1", reason="changed my mind")
+    events = [*lifecycle(), late]
+    reference = None
+    for order in itertools.islice(itertools.permutations(events), 0, 40320, 331):
+        deal = None
+        for event in order:
+            deal = apply_event(deal, event)
+        reference = reference or deal
+        assert deal == reference
+    assert reference.status is DealStatus.PAID and reference.declined_by == "creator|1"
