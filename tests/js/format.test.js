@@ -70,4 +70,9 @@ test("the payout's state reads from its status, else from the request", () => {
     text: "requested",
   });
   assert.equal(payoutState({}), null);
+  // A reversal outranks the success it undid.
+  assert.deepEqual(payoutState({ payout_status: "SUCCEEDED", payout_reversed_at: "2026-01-02T00:00:00Z" }), {
+    kind: "bad",
+    text: "reversed",
+  });
 });

@@ -173,6 +173,13 @@ function dealDetails(deal, format) {
         ...field("Payout id", deal.payout_id, { mono: true }),
         ...field("Recipient", deal.recipient_id, { mono: true }),
         ...(deal.payout_failure_reason ? field("Failure reason", deal.payout_failure_reason) : []),
+        ...(deal.payout_reversed_at
+          ? [
+              ...field("Reversed", time(deal.payout_reversed_at)),
+              ...field("Amount reversed", money(deal.payout_reversed_amount_minor)),
+              ...field("Reversal reason", deal.payout_reversal_reason, { mono: true }),
+            ]
+          : []),
         ...field("Receipt SHA-256", hashEl(deal.receipt_sha256)),
       ),
     ),

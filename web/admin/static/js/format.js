@@ -84,6 +84,8 @@ export function createFormat({ locale = "en-GB", exponents = {} } = {}) {
 /** The payout's state as a pill: { kind: ok|bad|neutral|pending, text }, or null (none yet).
  * The API spells payout statuses in capitals. */
 export function payoutState(deal) {
+  // Paid, then taken back by the provider (a Stripe reversal, a Wise bounce).
+  if (deal.payout_reversed_at) return { kind: "bad", text: "reversed" };
   if (deal.payout_status) {
     const status = String(deal.payout_status).toLowerCase();
     const kind = status === "succeeded" ? "ok" : status === "failed" ? "bad" : "neutral";
