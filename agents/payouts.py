@@ -1,5 +1,6 @@
 """Payouts agent (concurrency 1): ``offer.payout.requested`` -> provider transfer(s) ->
-ledger -> ``offer.payout.completed``, plus the background resolver for parked payouts.
+ledger -> ``offer.payout.completed``, plus the background resolver for parked payouts and
+operators' ``offer.payout.cancel.requested`` (cancelled, or ``offer.payout.cancel.refused``).
 
 The decisions live in ``models.payout`` (pure); this module only performs them:
 
@@ -23,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import math
 import time
 import uuid
 from collections.abc import Callable
@@ -32,7 +34,7 @@ from typing import Any
 from sqlalchemy import func
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from agents.consume import Consumer, RawMessage, from_faust
+from agents.consume import Consumer, RawMessage, caused_by, from_faust
 from infra.crypto import RecipientDetailsUnreadable, RecipientVault
 from infra.kafka import EventPublisher
 from infra.logging import get_logger
@@ -48,7 +50,15 @@ from infra.providers.base import (
 from infra.providers.stripe import idempotency_key as stripe_idempotency_key
 from infra.providers.wise import customer_transaction_id
 from infra.retry import PROVIDER_AMBIGUITY, RetryPolicy
-from models.events import Event, PayoutCompleted, PayoutRequested, PayoutStatus
+from models.errors import PayoutNotRetryable
+from models.events import (
+    Event,
+    PayoutCancelRefused,
+    PayoutCancelRequested,
+    PayoutCompleted,
+    PayoutRequested,
+    PayoutStatus,
+)
 from models.events import PayoutProvider as ProviderName
 from models.ledger import payout_posting
 from models.payout import (
@@ -62,7 +72,10 @@ from models.payout import (
     after,
     after_not_found,
     next_action,
+    payout_id_for,
     provider_of,
+    retry_event_id,
+    retry_target,
 )
 from projections.queries import offer_pricing
 from state import payouts as store
@@ -77,6 +90,16 @@ _COMPLETED_NS = uuid.UUID("a3c1e7d4-8b52-5f0e-9c61-2d7b4e8f0a13")
 _LEDGER_NS = uuid.UUID("4e2a9b71-0c3d-5e8f-a1b2-c3d4e5f60718")
 # The handler's own short pauses between lookups before it parks a payout.
 INLINE_AMBIGUITY = RetryPolicy("provider_ambiguity_inline", 0.5, 2.0)
+CANCELLED = "cancelled"
+CANCEL_BUSY = "not cancelled: a worker is driving this payout right now; try again"
+# An operator's cancel from the API waits out at most this much of Stripe's settle window
+# inside the (concurrency 1) agent; a longer wait is refused with the time to ask again.
+CANCEL_MAX_WAIT_SECONDS = 30.0
+# ...and the parked payout's lookups stay held back this long past the window, so the
+# resolver's next call (a fresh key) does not reopen it just as the operator asks again.
+CANCEL_HOLD_GRACE_SECONDS = 300.0
+CANCEL_LOCK_ATTEMPTS = 20
+CANCEL_LOCK_PAUSE_SECONDS = 0.5
 
 
 def verdict_of(result: TransferResult | None) -> ProviderVerdict:
@@ -188,13 +211,17 @@ class PayoutRunner:
 
     # ------------------------------------------------------------------ operators
 
-    async def cancel(self, payout_id: str, by: str) -> str:
+    async def cancel(self, payout_id: str, by: str, *, max_wait: float | None = None) -> str:
         """Cancel a parked (or unknown) payout, only once the provider confirms that nothing
         moved: its lookup finds no executed transfer and, for Stripe, the settle window has
-        passed. Records who did it and publishes the failed outcome. Returns what happened."""
+        passed. Records who did it and publishes the failed outcome. Returns what happened.
+
+        ``max_wait`` bounds how long it waits out the settle window (None: as long as it
+        takes, the CLI); beyond it the cancel is refused and a parked payout's next lookup is
+        held back past the window, so asking again then finds a quiet window."""
         async with store.driver_lock(self._engine, payout_id) as mine:
             if not mine:
-                return "not cancelled: a worker is driving this payout right now; try again"
+                return CANCEL_BUSY
             async with self._engine.connect() as conn:
                 row = await store.get_payout(conn, payout_id)
                 recipient = await get_recipient(conn, row["recipient_id"]) if row else None
@@ -215,6 +242,12 @@ class PayoutRunner:
                         last_call = await store.last_call_started(conn, payout_id, provider)
                     if last_call is not None:
                         left = self._settle - (datetime.now(UTC) - last_call).total_seconds()
+                        if left > 0 and max_wait is not None and left > max_wait:
+                            await self._hold_resolver(row, left + CANCEL_HOLD_GRACE_SECONDS)
+                            return (
+                                f"not cancelled: a Stripe request may still execute for another {math.ceil(left)} s"
+                                " (the settle window); ask again after that"
+                            )
                         if left > 0:
                             log.info(
                                 "payout_cancel_waits_for_settle_window", payout_id=payout_id, seconds=round(left, 1)
@@ -238,7 +271,51 @@ class PayoutRunner:
                 )
         log.warning("payout_cancelled", payout_id=payout_id, by=by, provider=provider)
         await self._publish_outcome(final)
-        return "cancelled"
+        return CANCELLED
+
+    async def handle_cancel(self, requested: PayoutCancelRequested) -> str:
+        """An operator's cancel request from the API: :meth:`cancel`, bounded so the money
+        agent is not held for a whole settle window, and a refusal published as
+        ``offer.payout.cancel.refused`` (a cancel publishes the FAILED outcome itself).
+        A redelivered request is harmless: the refusal's id derives from the request's, and
+        a payout this very operator already cancelled is not refused again."""
+        outcome = CANCEL_BUSY
+        for _ in range(CANCEL_LOCK_ATTEMPTS):  # the resolver holds the lock only for a lookup
+            outcome = await self.cancel(requested.payout_id, requested.requested_by, max_wait=CANCEL_MAX_WAIT_SECONDS)
+            if outcome != CANCEL_BUSY:
+                break
+            await asyncio.sleep(CANCEL_LOCK_PAUSE_SECONDS)
+        if outcome == CANCELLED:
+            return outcome
+        async with self._engine.connect() as conn:
+            row = await store.get_payout(conn, requested.payout_id)
+        if (
+            row is not None
+            and row["phase"] == PayoutPhase.FAILED
+            and row["driver"] == f"operator:{requested.requested_by}"
+        ):
+            return CANCELLED  # a redelivery of a request that was carried out
+        refused = PayoutCancelRefused(
+            **caused_by(requested, PayoutCancelRefused.TOPIC, datetime.now(UTC)),
+            payout_id=requested.payout_id,
+            requested_by=requested.requested_by,
+            reason=outcome.removeprefix("not cancelled: ")[:500],
+        )
+        await self._publisher.publish(refused)
+        log.warning("payout_cancel_refused", payout_id=requested.payout_id, reason=refused.reason)
+        return outcome
+
+    async def _hold_resolver(self, row: dict[str, Any], seconds: float) -> None:
+        if row["phase"] != PayoutPhase.PARKED:
+            return  # only a parked payout waits for a next check; others are orphans, driven at once
+        async with self._engine.begin() as conn:
+            await store.set_phase(
+                conn,
+                row["payout_id"],
+                PayoutPhase.PARKED.value,
+                PayoutPhase.PARKED.value,
+                next_check_at=datetime.now(UTC) + timedelta(seconds=seconds),
+            )
 
     # ------------------------------------------------------------------ the resolver
 
@@ -521,20 +598,15 @@ class PayoutRunner:
             await store.mark_published(conn, row["payout_id"])
 
 
-_RETRY_NS = uuid.UUID("0b6f1f0e-7a55-5a43-8f8e-3b1c2d4e5f60")
-
-
 async def retry_request(conn: Any, offer_id: str, recipient_id: str | None, by: str, now: datetime) -> PayoutRequested:
     """The ``offer.payout.requested`` an operator's retry publishes: a new payout, linked to
     the failed one it retries (``retry_of``), optionally to another recipient of the same
     creator. Raises ``ValueError`` when the deal has no failed payout to retry."""
     history = await store.payouts_of_offer(conn, offer_id)
-    if not history:
-        raise ValueError("the deal has no payout to retry")
-    live = [p for p in history if p["phase"] != PayoutPhase.FAILED]
-    if live:
-        raise ValueError(f"payout {live[0]['payout_id']} is {live[0]['phase']}: only a failed payout can be retried")
-    last = history[-1]
+    try:
+        last = retry_target(history)
+    except PayoutNotRetryable as exc:
+        raise ValueError(str(exc)) from exc
     offer = await offer_pricing(conn, offer_id)
     if offer is None:
         raise ValueError("no such deal")
@@ -542,11 +614,9 @@ async def retry_request(conn: Any, offer_id: str, recipient_id: str | None, by: 
     recipient = await get_recipient(conn, recipient_id)
     if recipient is None or recipient["creator_id"] != offer["creator_id"]:
         raise ValueError("the recipient is not one of this creator's")
-    from models.payout import payout_id_for
-
     payout_id = payout_id_for(offer_id, len(history))
     return PayoutRequested(
-        event_id=str(uuid.uuid5(_RETRY_NS, payout_id)),  # the same retry twice is one event
+        event_id=retry_event_id(payout_id),  # the same retry twice is one event
         offer_id=offer_id,
         creator_id=str(offer["creator_id"]),
         occurred_at=now,
@@ -583,7 +653,9 @@ def register(app) -> None:  # type: ignore[no-untyped-def]
     from agents import reversals  # the reversing postings run in the payouts worker too
 
     reversals.register(app)
-    topic = app.topic(app.settings.topic(PayoutRequested.TOPIC))
+    # One agent for payout requests and operators' cancel requests: both touch money state,
+    # so they share the one stream and its concurrency of 1.
+    topic = app.topic(app.settings.topic(PayoutRequested.TOPIC), app.settings.topic(PayoutCancelRequested.TOPIC))
 
     @app.agent(topic, name=AGENT, concurrency=1)  # moves money: never two in flight
     async def payouts_agent(stream):  # type: ignore[no-untyped-def]
@@ -598,6 +670,9 @@ def register(app) -> None:  # type: ignore[no-untyped-def]
             )
 
         async def handle(event: Event, _: RawMessage) -> None:
+            if isinstance(event, PayoutCancelRequested):
+                await runner.handle_cancel(event)
+                return
             assert isinstance(event, PayoutRequested)
             await runner.handle(event)
 

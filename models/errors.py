@@ -94,3 +94,21 @@ class UnknownCreator(RuleViolation):
 class ForeignCreator(RuleViolation):
     def __init__(self) -> None:
         super().__init__("a creator acts for itself only", "creator_id", "a creator may only ask for offers of its own")
+
+
+class PayoutNotFound(NotFound):
+    def __init__(self, payout_id: str) -> None:
+        super().__init__(f"no payout {payout_id}")
+        self.payout_id = payout_id
+
+
+class PayoutNotRetryable(Conflict):
+    """Only a deal whose every payout failed may be paid again (never two live payouts)."""
+
+    code = "payout_not_retryable"
+
+
+class PayoutNotCancellable(Conflict):
+    """Only a payout whose outcome is unknown (parked, unknown, mid-call) may be cancelled."""
+
+    code = "payout_not_cancellable"

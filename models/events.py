@@ -124,6 +124,30 @@ class PayoutCompleted(Event):
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
+class PayoutCancelRequested(Event):
+    """An operator asked to cancel a parked payout; the payouts agent decides (it alone may
+    ask the provider whether anything moved)."""
+
+    TOPIC: ClassVar[str] = "offer.payout.cancel.requested"
+
+    payout_id: str
+    requested_by: str  # the principal's subject
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class PayoutCancelRefused(Event):
+    """The payouts agent did not cancel: the provider shows money moved, the payout ended
+    meanwhile, or the settle window is still open. (A cancel that succeeds is the
+    ``offer.payout.completed`` FAILED naming who cancelled.)"""
+
+    TOPIC: ClassVar[str] = "offer.payout.cancel.refused"
+
+    payout_id: str
+    requested_by: str
+    reason: str
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
 class PayoutReversed(Event):
     """A payout counted as paid came back: Stripe reversed the transfer (``amount_minor`` is
     what was reversed, all or part) or Wise's transfer bounced / was refunded or cancelled.
@@ -182,6 +206,8 @@ LIFECYCLE_EVENTS: tuple[type[Event], ...] = (
     PayoutRequested,
     PayoutCompleted,
     PayoutReversed,
+    PayoutCancelRequested,
+    PayoutCancelRefused,
     ReceiptGenerated,
     OfferDeclined,
     OfferWithdrawn,

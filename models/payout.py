@@ -21,6 +21,10 @@ from __future__ import annotations
 
 import enum
 import uuid
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from models.errors import PayoutNotCancellable, PayoutNotRetryable
 
 
 class PayoutPhase(enum.StrEnum):
@@ -188,3 +192,35 @@ def payout_id_for(offer_id: str, retry: int = 0) -> str:
     every redelivery and replay agrees on."""
     name = f"payout:{offer_id}" if retry == 0 else f"payout:{offer_id}:retry:{retry}"
     return str(uuid.uuid5(_PAYOUT_NS, name))
+
+
+_RETRY_NS = uuid.UUID("0b6f1f0e-7a55-5a43-8f8e-3b1c2d4e5f60")
+# What an operator may cancel: a payout whose outcome is not known. Terminal phases are
+# final, and ``intent`` / ``stripe_failed`` have not (yet) sent money anywhere to ask about.
+CANCELLABLE = frozenset({PayoutPhase.PARKED, *UNKNOWN, *PENDING})
+
+
+def retry_target(history: Sequence[Mapping[str, Any]]) -> Mapping[str, Any]:
+    """The payout an operator's retry follows: the deal's last one, provided every payout
+    of the deal failed (``history`` oldest first). Raises :class:`PayoutNotRetryable`."""
+    if not history:
+        raise PayoutNotRetryable("the deal has no payout to retry")
+    live = [p for p in history if p["phase"] != PayoutPhase.FAILED]
+    if live:
+        raise PayoutNotRetryable(
+            f"payout {live[0]['payout_id']} is {live[0]['phase']}: only a failed payout can be retried"
+        )
+    return history[-1]
+
+
+def retry_event_id(payout_id: str) -> str:
+    """The ``offer.payout.requested`` id of a retry: the same retry asked twice (CLI or HTTP,
+    any Idempotency-Key) is one event."""
+    return str(uuid.uuid5(_RETRY_NS, payout_id))
+
+
+def can_cancel(phase: str) -> None:
+    """Raises :class:`PayoutNotCancellable` unless the payout's outcome is unknown."""
+    if PayoutPhase(phase) not in CANCELLABLE:
+        what = "already " if PayoutPhase(phase) in TERMINAL else ""
+        raise PayoutNotCancellable(f"the payout is {what}{phase}: only a parked or unknown payout can be cancelled")

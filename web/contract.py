@@ -262,6 +262,28 @@ class StreamQuery(QueryModel):
     last_event_id: Annotated[int | None, Field(ge=0, le=MAX_SEQ)] = None
 
 
+class RetryPayoutIn(RequestModel):
+    """POST /offers/{offer_id}/payout/retry (with an ``Idempotency-Key`` header): ``{}``
+    retries to the failed payout's recipient, or name another recipient of the creator."""
+
+    recipient_id: Uuid | None = None
+
+
+class PayoutsQuery(QueryModel):
+    """GET /payouts: ``stuck=true`` lists the payouts neither paid nor refused (parked,
+    unknown, mid-call), oldest first, with their age; otherwise the latest payouts."""
+
+    FIELD_PROBLEMS: ClassVar[dict[str, str]] = {
+        "stuck": "must be true or false",
+        "older_than_seconds": "must be a number of seconds, at least 0",
+        "limit": f"must be an integer from 1 to {MAX_PAGE}",
+    }
+
+    stuck: bool = False
+    older_than_seconds: Annotated[float, Field(ge=0, le=10**9, allow_inf_nan=False)] = 0.0
+    limit: Annotated[int, Field(ge=1, le=MAX_PAGE)] = 50
+
+
 class WebhookModel(RequestModel):
     """A provider's webhook body. The signature over the raw bytes is checked first; the body
     is then read leniently (providers add fields without notice, and times are strings)."""

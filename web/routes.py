@@ -16,7 +16,7 @@ from typing import Any
 
 from aiohttp import web
 
-from web import calculator, closing, creators, deals, documents, health, lifecycle, offers, stream, webhooks
+from web import calculator, closing, creators, deals, documents, health, lifecycle, offers, payout_ops, stream, webhooks
 from web.auth.permissions import (
     ADMIN,
     CREATORS_READ,
@@ -37,10 +37,12 @@ from web.contract import (
     DocumentQuery,
     OfferIn,
     PayoutIn,
+    PayoutsQuery,
     QueryModel,
     ReasonIn,
     RecipientIn,
     RequestModel,
+    RetryPayoutIn,
     StreamQuery,
     StripeWebhookIn,
     WiseWebhookIn,
@@ -62,6 +64,9 @@ def _document() -> dict[str, Any]:
 # Money-moving and bank-detail endpoints are rate limited per caller (per process).
 PAYOUTS = declare_rate_limit("payouts", per_minute=10)
 RECIPIENTS = declare_rate_limit("recipients", per_minute=10)
+# Operators' retry and cancel: their own bucket, so working through a list of parked payouts
+# does not use up the payout requests' budget.
+PAYOUT_OPS = declare_rate_limit("payout_ops", per_minute=30)
 PUBLIC: tuple[str, ...] = ()
 
 
@@ -126,6 +131,17 @@ ROUTES: tuple[Route, ...] = (
     Route("POST", "/offers/{offer_id}/payout", "request_payout", lifecycle.request_payout, (PAYOUTS_WRITE,),
           "Request the payout (idempotent per Idempotency-Key)", rate_limit=PAYOUTS, body=PayoutIn,
           headers=("Idempotency-Key", "X-Correlation-ID"), ok=202, errors=(409, 503)),
+    Route("POST", "/offers/{offer_id}/payout/retry", "retry_payout", payout_ops.retry_payout, (ADMIN,),
+          "Operators: retry the deal's failed payout, optionally to another recipient of the creator",
+          rate_limit=PAYOUT_OPS, body=RetryPayoutIn, headers=("Idempotency-Key", "X-Correlation-ID"), ok=202,
+          errors=(409,)),
+    Route("POST", "/payouts/{payout_id}/cancel", "cancel_payout", payout_ops.cancel_payout, (ADMIN,),
+          "Operators: ask to cancel a parked payout (the payouts worker cancels it once the provider confirms "
+          "nothing moved, or records a refusal)", rate_limit=PAYOUT_OPS,
+          headers=("Idempotency-Key", "X-Correlation-ID"), ok=202, errors=(409,)),
+    Route("GET", "/payouts", "list_payouts", payout_ops.list_payouts, (ADMIN,),
+          "Operators: payouts, or with stuck=true those neither paid nor refused, with their age",
+          query=PayoutsQuery),
     Route("GET", "/deals", "get_deals", deals.get_deals, (DEALS_READ,), "Deals, newest first, paginated",
           query=DealsQuery),
     # Public: the provider's signature over the raw body is the authentication (web/webhooks.py).

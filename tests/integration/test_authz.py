@@ -16,7 +16,13 @@ from web.auth import ADMIN, CREATORS_WRITE, DEALS_READ, OFFERS_WRITE, mint_token
 from web.auth.dev_idp import DevIdp, dev_issuer
 from web.auth.permissions import requirement_of
 
-SAMPLE = {"offer_id": str(uuid.UUID(int=7)), "creator_id": str(uuid.UUID(int=8)), "kind": "receipt", "name": "app.js"}
+SAMPLE = {
+    "offer_id": str(uuid.UUID(int=7)),
+    "creator_id": str(uuid.UUID(int=8)),
+    "payout_id": str(uuid.UUID(int=9)),
+    "kind": "receipt",
+    "name": "app.js",
+}
 
 
 def real_routes(app) -> list[tuple[str, str, object]]:
@@ -147,3 +153,21 @@ async def test_money_endpoints_are_rate_limited(web_client, settings, path) -> N
         )
         statuses.append(resp.status)
     assert 429 in statuses and statuses.index(429) >= 5
+
+
+@pytest.mark.parametrize(
+    ("method", "path"),
+    [("POST", "/offers/{offer_id}/payout/retry"), ("POST", "/payouts/{payout_id}/cancel"), ("GET", "/payouts")],
+)
+async def test_payout_operations_are_for_operators_only(web_client, settings, method, path) -> None:
+    """Every permission short of admin is refused; an admin gets past authorization (and is
+    told the deal or payout does not exist)."""
+    everything = [DEALS_READ, OFFERS_WRITE, CREATORS_WRITE, "payouts:write", "creators:read", "deals:read:all"]
+    headers = {"Idempotency-Key": str(uuid.uuid4())}
+    url = path.format(**SAMPLE)
+    almost = {"Authorization": f"Bearer {mint_token(settings, 'test|not-ops', everything)}", **headers}
+    refused = await web_client.request(method, url, json={}, headers=almost)
+    assert refused.status == 403 and (await refused.json())["error"] == "insufficient_permission"
+    admin = {"Authorization": f"Bearer {mint_token(settings, 'test|ops', [ADMIN])}", **headers}
+    allowed = await web_client.request(method, url, json={}, headers=admin)
+    assert allowed.status == (200 if method == "GET" else 404), await allowed.text()
