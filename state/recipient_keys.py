@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import structlog
-from sqlalchemy import func, select, update
+from sqlalchemy import bindparam, func, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from infra.crypto import RecipientDetailsUnreadable, RecipientVault, key_id_of
@@ -24,6 +24,12 @@ from state.tables import payout_recipients as t
 log = structlog.get_logger(__name__)
 
 COLUMNS = (t.c.recipient_id, t.c.creator_id, t.c.details_ciphertext, t.c.key_id)
+# One statement per batch, executed for many rows (a round trip per row was 390 rows/s).
+RESEAL = (
+    update(t)
+    .where(t.c.recipient_id == bindparam("rid"))
+    .values(details_ciphertext=bindparam("sealed"), key_id=bindparam("kid"))
+)
 
 
 @dataclass
@@ -115,14 +121,14 @@ async def rotate(
             rows = (await conn.execute(query)).all()
             if not rows:
                 break
+            resealed: list[dict[str, Any]] = []
             for recipient_id, creator_id, ciphertext, _key_id in rows:
                 recipient_id, creator_id, ciphertext = str(recipient_id), str(creator_id), bytes(ciphertext)
                 after = recipient_id
                 on_row()
                 if vault.is_current(ciphertext):
                     # Sealed under the current key already; only the column lagged behind.
-                    if not dry_run:
-                        await conn.execute(update(t).where(t.c.recipient_id == recipient_id).values(key_id=current))
+                    resealed.append({"rid": recipient_id, "sealed": ciphertext, "kid": current})
                     summary.already_current += 1
                     continue
                 try:
@@ -131,14 +137,11 @@ async def rotate(
                     summary.failed.append(Unreadable(recipient_id, str(exc)))
                     log.error("recipient_rotation_failed", recipient_id=recipient_id, reason=str(exc))
                     continue
-                if not dry_run:
-                    sealed = vault.seal(details, recipient_id=recipient_id, creator_id=creator_id)
-                    await conn.execute(
-                        update(t)
-                        .where(t.c.recipient_id == recipient_id)
-                        .values(details_ciphertext=sealed, key_id=key_id_of(sealed))
-                    )
+                sealed = vault.seal(details, recipient_id=recipient_id, creator_id=creator_id)
+                resealed.append({"rid": recipient_id, "sealed": sealed, "kid": key_id_of(sealed)})
                 summary.rotated += 1
+            if resealed and not dry_run:
+                await conn.execute(RESEAL, resealed)
     if dry_run:
         summary.left = summary.to_rotate
     else:
