@@ -158,6 +158,15 @@ class Settings(BaseSettings):
             parse_keyring(value.get_secret_value())  # fails fast; the message never holds a key
         return value
 
+    @field_validator("wise_webhook_public_key")
+    @classmethod
+    def _wise_webhook_key(cls, value: str) -> str:
+        if value.strip():
+            from infra.webhooks import load_wise_public_key
+
+            load_wise_public_key(value)  # a malformed key fails at start-up, not per webhook
+        return value
+
     @field_validator("database_url")
     @classmethod
     def _postgres_url(cls, value: SecretStr) -> SecretStr:

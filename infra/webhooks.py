@@ -76,7 +76,11 @@ def verify_wise(body: bytes, header: str | None, public_key_pem: str) -> None:
     except (binascii.Error, ValueError):
         raise WebhookRejected("bad_signature") from None
     try:
-        load_wise_public_key(public_key_pem).verify(signature, body, padding.PKCS1v15(), hashes.SHA256())
+        key = load_wise_public_key(public_key_pem)
+    except ValueError:  # Settings refuses a malformed key at start-up; never a 500 here
+        raise WebhookRejected("not_configured") from None
+    try:
+        key.verify(signature, body, padding.PKCS1v15(), hashes.SHA256())
     except InvalidSignature:
         raise WebhookRejected("bad_signature") from None
 

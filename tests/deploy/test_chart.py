@@ -13,6 +13,7 @@ from tests.deploy.support import CHART, ENVIRONMENTS, env_values, kubeconform, p
 SECRET_ENV = {
     "DATABASE_URL",
     "STRIPE_API_KEY",
+    "STRIPE_WEBHOOK_SECRET",
     "WISE_TOKEN",
     "LAUNCHDARKLY_SDK_KEY",
     "RECIPIENT_ENCRYPTION_KEY",

@@ -283,3 +283,21 @@ def test_reported_twice_the_latest_reversal_stands_whatever_the_order() -> None:
     two = apply_event(apply_event(fold(lifecycle()), late), early)
     assert one is not None and one.payout_reversed_amount_minor == 2
     assert (two.payout_reversed_amount_minor, two.payout_reversed_at) == (2, late.occurred_at)
+
+
+def test_a_malformed_wise_key_is_refused_at_start_up_and_never_answers_500() -> None:
+    from infra.settings import Settings, SettingsError
+
+    base = {
+        "KAFKA_BOOTSTRAP_SERVERS": "127.0.0.1:9092",
+        "SCHEMA_REGISTRY_URL": "http://127.0.0.1:8081",
+        "DATABASE_URL": "postgresql://u:p@127.0.0.1/db",
+        "SPACEMUSIC_ENV": "dev",
+    }
+    assert Settings.from_env({**base, "WISE_WEBHOOK_PUBLIC_KEY": WISE_PEM}).wise_webhook_public_key == WISE_PEM
+    with pytest.raises(SettingsError, match="WISE_WEBHOOK_PUBLIC_KEY"):
+        Settings.from_env(
+            {**base, "WISE_WEBHOOK_PUBLIC_KEY": "-----BEGIN PUBLIC KEY-----\nnope\n-----END PUBLIC KEY-----"}
+        )
+    body = wise_state_change_body({"id": 1}, "processing", "bounced_back")
+    assert rejected(verify_wise, body, wise_signature(body, WISE_KEY), "not a key") == "not_configured"
