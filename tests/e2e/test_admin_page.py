@@ -15,7 +15,7 @@ import aiohttp
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
-from tests.support.money import HISTORY, onboard, request_payout, wait_status
+from tests.support.money import HISTORY, accepted_offer, onboard, request_payout, wait_status
 from tests.support.proxy import FlakyProxy
 from tests.support.stack import ARTIFACTS, eventually
 
@@ -282,6 +282,43 @@ async def test_escape_closes_the_drawer_and_the_search_box_filters_rows(phase: J
     await page.mouse.move(0, 0)
     await page.wait_for_timeout(2_500)  # let the rows' change highlight fade for the screenshot
     await page.screenshot(path=str(ARTIFACTS / "admin-page.png"))
+    assert phase.errors == []
+
+
+async def test_an_operator_retries_a_failed_payout_from_the_drawer(
+    phase: Journey, admin_client: TestClient, engine
+) -> None:
+    """A payout to a bank-only recipient fails here (no Stripe account, Wise not configured);
+    the operator picks the creator's Stripe recipient in the drawer, confirms, and the deal
+    is paid."""
+    from playwright.async_api import expect
+
+    page = phase.page
+    creator_id, bank_only = await onboard(admin_client, stripe=False)
+    offer_id = await accepted_offer(admin_client, engine, creator_id)
+    assert (await request_payout(admin_client, offer_id, bank_only)).status == 202
+    await wait_status(engine, offer_id, "payout_failed")
+    added = await admin_client.post(
+        f"/creators/{creator_id}/recipients", json={"currency": "EUR", "stripe_account_id": "acct_1E2eRetryTarget"}
+    )
+    assert added.status == 201, await added.text()
+    stripe_recipient = (await added.json())["recipient_id"]
+
+    row = page.locator(f'tr[data-offer-id="{offer_id}"]')
+    await expect(row).to_have_attribute("data-status", "payout_failed", timeout=30_000)
+    await row.locator("button.row-open").click()
+    actions = page.locator('#drawer [data-section="payout-actions"]')
+    await expect(actions.locator('[data-action="retry-payout"]')).to_be_visible(timeout=20_000)
+    await expect(actions.locator("#retry-recipient option")).to_have_count(2)
+    await actions.locator("#retry-recipient").select_option(stripe_recipient)
+    await actions.locator('[data-action="retry-payout"]').click()
+    await expect(actions.locator(".confirm")).to_contain_text("This may move money")
+    await actions.locator('[data-action="confirm"]').click()
+    await expect(actions.locator(".action-answer")).to_contain_text("Retry requested", timeout=20_000)
+    await expect(row.locator(".badge")).to_have_text("Paid", timeout=60_000)
+    await expect(page.locator("#drawer .timeline")).to_contain_text("retry of", timeout=20_000)
+    await page.screenshot(path=str(ARTIFACTS / "admin-page-payout-retry.png"))
+    await page.keyboard.press("Escape")
     assert phase.errors == []
 
 

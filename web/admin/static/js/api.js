@@ -18,10 +18,15 @@ const offerPath = (offerId) => `/offers/${encodeURIComponent(offerId)}`;
  * rejects with an ApiError whose code is "signed_out".
  */
 export function createApi({ fetch = globalThis.fetch.bind(globalThis), onSignedOut = () => {} } = {}) {
-  async function request(path, { method = "GET", signal } = {}) {
+  async function request(path, { method = "GET", signal, body, headers = {} } = {}) {
     let response;
+    const init = { method, signal, credentials: "same-origin", headers: { ...JSON_ACCEPT, ...headers } };
+    if (body !== undefined) {
+      init.body = JSON.stringify(body);
+      init.headers["Content-Type"] = "application/json";
+    }
     try {
-      response = await fetch(path, { method, signal, credentials: "same-origin", headers: JSON_ACCEPT });
+      response = await fetch(path, init);
     } catch (error) {
       if (error.name === "AbortError") throw error;
       throw new ApiError(0, "network", "The server cannot be reached. Check your connection.");
@@ -52,6 +57,21 @@ export function createApi({ fetch = globalThis.fetch.bind(globalThis), onSignedO
     deals: (params) => request(`/deals?${params}`),
     offer: (offerId) => request(offerPath(offerId)),
     events: (offerId) => request(`${offerPath(offerId)}/events`),
+    creator: (creatorId) => request(`/creators/${encodeURIComponent(creatorId)}`),
+    stuckPayouts: () => request("/payouts?stuck=true"),
+    /** Operators: retry a deal's failed payout (recipientId null: the last one's recipient). */
+    retryPayout: (offerId, recipientId, idempotencyKey) =>
+      request(`${offerPath(offerId)}/payout/retry`, {
+        method: "POST",
+        body: recipientId ? { recipient_id: recipientId } : {},
+        headers: { "Idempotency-Key": idempotencyKey },
+      }),
+    /** Operators: ask to cancel a parked payout (202: the payouts worker decides). */
+    cancelPayout: (payoutId, idempotencyKey) =>
+      request(`/payouts/${encodeURIComponent(payoutId)}/cancel`, {
+        method: "POST",
+        headers: { "Idempotency-Key": idempotencyKey },
+      }),
 
     /** Whether the session still holds: false on a 401, null when the server is unreachable.
      * (An EventSource closed by a 401 does not say why; the stream asks this.) */

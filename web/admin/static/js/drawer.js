@@ -5,6 +5,7 @@
 import { documentPath } from "./api.js";
 import { $, h, muted, payoutPill, setChildren, spinnerRow, statusBadge, timeEl } from "./dom.js";
 import { dash, payoutState, shortId, titleCase } from "./format.js";
+import { PayoutActions } from "./payouts.js";
 
 const HISTORY_RELOAD_MS = 250;
 
@@ -17,6 +18,8 @@ export const EVENT_LABELS = new Map([
   ["offer.accepted", "Offer accepted"],
   ["offer.payout.requested", "Payout requested"],
   ["offer.payout.completed", "Payout completed"],
+  ["offer.payout.cancel.requested", "Payout cancel requested"],
+  ["offer.payout.cancel.refused", "Payout cancel refused"],
   ["offer.receipt.generated", "Receipt issued"],
 ]);
 
@@ -41,11 +44,15 @@ export function eventSummary(event, deal, format) {
     case "offer.accepted":
       return `Accepted by ${dash(p.accepted_by)}, advance ${money(p.advance_minor)}`;
     case "offer.payout.requested":
-      return `${money(p.amount_minor)} requested by ${dash(p.requested_by)}`;
+      return `${money(p.amount_minor)} requested by ${dash(p.requested_by)}${p.retry_of ? ` (retry of ${shortId(p.retry_of)})` : ""}`;
     case "offer.payout.completed":
       return failed(p.status)
         ? `Failed via ${titleCase(p.provider)}: ${dash(p.failure_reason)}`
         : `${titleCase(p.status)} via ${titleCase(p.provider)}, ${money(p.amount_minor)}${p.provider_reference ? `, ref ${p.provider_reference}` : ""}`;
+    case "offer.payout.cancel.requested":
+      return `Cancel of payout ${shortId(p.payout_id)} asked by ${dash(p.requested_by)}`;
+    case "offer.payout.cancel.refused":
+      return `Not cancelled (asked by ${dash(p.requested_by)}): ${dash(p.reason)}`;
     case "offer.receipt.generated":
       return "Receipt PDF stored";
     default:
@@ -58,7 +65,8 @@ export function eventTone(event) {
   const p = event.payload || {};
   if (
     (event.event_type === "offer.valuated" && failed(p.outcome)) ||
-    (event.event_type === "offer.payout.completed" && failed(p.status))
+    (event.event_type === "offer.payout.completed" && failed(p.status)) ||
+    event.event_type === "offer.payout.cancel.refused"
   ) {
     return "bad";
   }
@@ -214,7 +222,9 @@ export class Drawer {
       details: h("div", { class: "drawer-details" }),
       history: h("section", { class: "drawer-section history", "aria-live": "polite" }),
     };
-    setChildren(this.el.body, this.el.details, this.el.history);
+    // Retry / cancel of the open deal's payout (operators); reloads the history once asked.
+    this.payoutActions = new PayoutActions({ api, onChanged: () => this.dealChanged() });
+    setChildren(this.el.body, this.el.details, this.payoutActions.el, this.el.history);
     this.el.close.addEventListener("click", () => this.close());
     this.el.backdrop.addEventListener("click", () => this.close());
     document.addEventListener("keydown", (event) => this.onKey(event));
@@ -247,6 +257,7 @@ export class Drawer {
     clearTimeout(history.timer);
     history.generation += 1;
     Object.assign(history, { offerId: null, events: null, error: null, deal: null });
+    this.payoutActions.reset();
     this.el.drawer.hidden = true;
     this.el.backdrop.hidden = true;
     document.body.classList.remove("drawer-open");
@@ -273,6 +284,7 @@ export class Drawer {
     setChildren(el.status, deal ? statusBadge(deal.status, store.statusLabel(deal.status)) : muted("Loading…"));
     if (!deal) setChildren(el.details, spinnerRow("Loading deal…"));
     else setChildren(el.details, ...dealDetails(deal, format));
+    if (deal) this.payoutActions.show(deal);
   }
 
   async loadHistory() {

@@ -10,6 +10,7 @@ import { createApi } from "./api.js";
 import { Drawer } from "./drawer.js";
 import { refreshTimes } from "./dom.js";
 import { createFormat } from "./format.js";
+import { StuckPanel } from "./payouts.js";
 import { bindSignOut, ConnectionView, initSignIn, showWhoami } from "./session.js";
 import { DealStore, readQuery } from "./store.js";
 import { browserStreamEnv, DealStream } from "./stream.js";
@@ -116,9 +117,17 @@ function startDealsPage() {
     table.showStatuses();
   }
 
+  // Operators: the payouts neither paid nor refused, refreshed on deal changes and a timer.
+  const stuck = new StuckPanel({
+    api,
+    root: document.getElementById("stuck-payouts"),
+    onOpen: (offerId) => drawer.open(offerId, null),
+  });
+
   function applyChange(change) {
     const result = store.applyChange(change);
     if (!result) return;
+    stuck.dealChanged();
     table.upsert(result.deal, result.isNew);
     if (store.selected === result.deal.offer_id) drawer.dealChanged();
   }
@@ -154,6 +163,7 @@ function startDealsPage() {
   return (async () => {
     await Promise.all([loadMe(), Promise.race([ready, sleep(READY_WAIT_MS)])]);
     await loadDeals({ reset: true });
+    stuck.start();
     if (query.offer) drawer.open(query.offer, null);
   })();
 }
