@@ -57,6 +57,8 @@ export function createApi({ fetch = globalThis.fetch.bind(globalThis), onSignedO
     deals: (params) => request(`/deals?${params}`),
     offer: (offerId) => request(offerPath(offerId)),
     events: (offerId) => request(`${offerPath(offerId)}/events`),
+    /** Decline ("decline") or withdraw ("withdraw") an open offer; body {reason} or none. */
+    closeOffer: (offerId, kind, body) => request(`${offerPath(offerId)}/${kind}`, { method: "POST", body }),
     creator: (creatorId) => request(`/creators/${encodeURIComponent(creatorId)}`),
     stuckPayouts: () => request("/payouts?stuck=true"),
     /** Operators: retry a deal's failed payout (recipientId null: the last one's recipient). */

@@ -6,6 +6,7 @@ import { documentPath } from "./api.js";
 import { $, h, muted, payoutPill, setChildren, spinnerRow, statusBadge, timeEl } from "./dom.js";
 import { dash, payoutState, shortId, titleCase } from "./format.js";
 import { PayoutActions } from "./payouts.js";
+import { ClosingActions, closedBy, validityText } from "./closing.js";
 
 const HISTORY_RELOAD_MS = 250;
 
@@ -21,6 +22,9 @@ export const EVENT_LABELS = new Map([
   ["offer.payout.cancel.requested", "Payout cancel requested"],
   ["offer.payout.cancel.refused", "Payout cancel refused"],
   ["offer.receipt.generated", "Receipt issued"],
+  ["offer.declined", "Offer declined"],
+  ["offer.withdrawn", "Offer withdrawn"],
+  ["offer.lapsed", "Offer lapsed"],
 ]);
 
 export const eventLabel = (eventType) => EVENT_LABELS.get(eventType) || eventType;
@@ -55,6 +59,12 @@ export function eventSummary(event, deal, format) {
       return `Not cancelled (asked by ${dash(p.requested_by)}): ${dash(p.reason)}`;
     case "offer.receipt.generated":
       return "Receipt PDF stored";
+    case "offer.declined":
+      return `Declined by ${dash(p.declined_by)}${p.reason ? `: ${p.reason}` : ""}`;
+    case "offer.withdrawn":
+      return `Withdrawn by ${dash(p.withdrawn_by)}${p.reason ? `: ${p.reason}` : ""}`;
+    case "offer.lapsed":
+      return `Not accepted by ${p.valid_until ? format.date(p.valid_until) : "its valid-until date"}`;
     default:
       return "";
   }
@@ -166,7 +176,10 @@ function dealDetails(deal, format) {
         ...field("Term sheet", deal.termsheet_key ? "issued" : null),
         ...field("Term sheet SHA-256", hashEl(deal.termsheet_sha256)),
         ...field("Advance", money(deal.advance_minor)),
+        ...field("Valid until", time(deal.valid_until)),
+        ...(validityText(deal, Date.now()) ? field("Offer window", validityText(deal, Date.now())) : []),
         ...field("Accepted", time(deal.accepted_at)),
+        ...closedFields(closedBy(deal), time),
       ),
     ),
     section(
@@ -191,6 +204,16 @@ function dealDetails(deal, format) {
         ...field("Receipt SHA-256", hashEl(deal.receipt_sha256)),
       ),
     ),
+  ];
+}
+
+/** Declined / withdrawn / lapsed: when, by whom, why (closing.js reads which one). */
+function closedFields(closed, time) {
+  if (!closed) return [];
+  return [
+    ...field(closed.kind, time(closed.at)),
+    ...(closed.by ? field(`${closed.kind} by`, closed.by, { mono: true }) : []),
+    ...(closed.reason ? field("Reason", closed.reason) : []),
   ];
 }
 
@@ -224,7 +247,9 @@ export class Drawer {
     };
     // Retry / cancel of the open deal's payout (operators); reloads the history once asked.
     this.payoutActions = new PayoutActions({ api, onChanged: () => this.dealChanged() });
-    setChildren(this.el.body, this.el.details, this.payoutActions.el, this.el.history);
+    // Decline / withdraw of the open offer; the new status arrives on the stream.
+    this.closingActions = new ClosingActions({ api, onChanged: () => this.dealChanged() });
+    setChildren(this.el.body, this.el.details, this.closingActions.el, this.payoutActions.el, this.el.history);
     this.el.close.addEventListener("click", () => this.close());
     this.el.backdrop.addEventListener("click", () => this.close());
     document.addEventListener("keydown", (event) => this.onKey(event));
@@ -233,6 +258,11 @@ export class Drawer {
   setFormat(format) {
     this.format = format;
     this.render();
+  }
+
+  /** The principal's permissions (GET /admin/me): which offer actions it may take. */
+  setPermissions(permissions) {
+    this.closingActions.setPermissions(permissions);
   }
 
   open(offerId, opener) {
@@ -258,6 +288,7 @@ export class Drawer {
     history.generation += 1;
     Object.assign(history, { offerId: null, events: null, error: null, deal: null });
     this.payoutActions.reset();
+    this.closingActions.reset();
     this.el.drawer.hidden = true;
     this.el.backdrop.hidden = true;
     document.body.classList.remove("drawer-open");
@@ -285,6 +316,7 @@ export class Drawer {
     if (!deal) setChildren(el.details, spinnerRow("Loading deal…"));
     else setChildren(el.details, ...dealDetails(deal, format));
     if (deal) this.payoutActions.show(deal);
+    if (deal) this.closingActions.show(deal);
   }
 
   async loadHistory() {

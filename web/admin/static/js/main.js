@@ -109,6 +109,7 @@ function startDealsPage() {
         table.setFormat(format);
         drawer.setFormat(format);
       }
+      drawer.setPermissions(me.permissions);
       showWhoami(me, format);
     } catch {
       // Formatting falls back to Intl; a 401 has already switched the page to "signed out".
