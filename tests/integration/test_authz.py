@@ -171,3 +171,22 @@ async def test_payout_operations_are_for_operators_only(web_client, settings, me
     admin = {"Authorization": f"Bearer {mint_token(settings, 'test|ops', [ADMIN])}", **headers}
     allowed = await web_client.request(method, url, json={}, headers=admin)
     assert allowed.status == (200 if method == "GET" else 404), await allowed.text()
+
+
+@pytest.mark.parametrize(
+    ("path", "allowed"),
+    [("/offers/{offer_id}/decline", [OFFERS_WRITE]), ("/offers/{offer_id}/withdraw", [ADMIN])],
+)
+async def test_closing_an_offer_needs_its_permission(web_client, settings, path, allowed) -> None:
+    """Decline needs offers:write, withdraw admin (every other permission is refused); with
+    it, the unknown sample offer is 404 (tests/integration/test_offer_lapse.py: the real ones)."""
+    url = path.format(**SAMPLE)
+    everything = {DEALS_READ, OFFERS_WRITE, CREATORS_WRITE, "payouts:write", "creators:read", "deals:read:all"}
+    short = sorted(everything - set(allowed)) if allowed != [ADMIN] else sorted(everything)
+    refused = await web_client.post(
+        url, headers={"Authorization": f"Bearer {mint_token(settings, 'test|short', short)}"}
+    )
+    assert refused.status == 403 and (await refused.json())["error"] == "insufficient_permission"
+    permitted = {"Authorization": f"Bearer {mint_token(settings, 'test|closer', allowed)}"}
+    assert (await web_client.post(url, headers=permitted)).status == 404
+    assert (await web_client.post(url, headers=permitted, json={"reason": "x" * 501})).status == 422

@@ -8,6 +8,7 @@ the past, exactly as a real 31-day-old offer would. Nobody waits 30 days.
 
 from __future__ import annotations
 
+import json
 import uuid
 from datetime import UTC, datetime, timedelta
 
@@ -20,6 +21,7 @@ from projections.tables import deal_events
 from tests.support.kafka import read_all
 from tests.support.money import HISTORY, wait_status
 from tests.support.sse import SseStream
+from tests.support.stack import run_cli
 from web.auth import ADMIN, DEALS_READ, OFFERS_WRITE, mint_token
 
 
@@ -53,7 +55,7 @@ async def _lapse_rows(engine, offer_id: str) -> int:
 
 
 async def test_an_old_offer_refuses_accept_and_lapses_once_live(
-    web_client, worker, engine, publisher, settings
+    web_client, worker, engine, publisher, settings, stack_env
 ) -> None:
     creator_id = await _creator(web_client, "Old Offer Creator")
     issued = datetime.now(UTC).replace(microsecond=0) - OFFER_VALIDITY - timedelta(days=1)
@@ -83,6 +85,8 @@ async def test_an_old_offer_refuses_accept_and_lapses_once_live(
         assert refused.status == 409, await refused.text()
         assert (await refused.json())["error"] == "offer_lapsed"
 
+        listed = run_cli(stack_env, "offers", "lapse", "--dry-run", "--json")
+        assert offer_id in {json.loads(line)["offer_id"] for line in listed.stdout.splitlines()}
         now = datetime.now(UTC)
         dry = await sweep(engine, None, now, dry_run=True)
         assert offer_id in {e.offer_id for e in dry.lapsed}

@@ -10,8 +10,10 @@ from datetime import timedelta
 
 import fastavro
 import pytest
+from click.testing import CliRunner
 
 from agents.documents import termsheet_data
+from bootstrap.commands.offers import offers
 from infra.avro import SchemaCatalog, event_to_record, record_to_event
 from infra.settings import REPO_ROOT
 from models import rules
@@ -161,3 +163,11 @@ def test_closing_events_roundtrip_through_their_schemas(event) -> None:
     fastavro.schemaless_writer(buf, schema, event_to_record(event))
     buf.seek(0)
     assert record_to_event(type(event), fastavro.schemaless_reader(buf, schema, schema)) == event
+
+
+def test_the_cli_publishes_only_as_of_now() -> None:
+    helped = CliRunner().invoke(offers, ["lapse", "--help"])
+    assert helped.exit_code == 0 and "--dry-run" in helped.output and "--now" in helped.output
+    # Lapsing "as of next week" would end offers their term sheets still promise.
+    refused = CliRunner().invoke(offers, ["lapse", "--now", "2030-01-01T00:00:00Z"])
+    assert refused.exit_code == 2 and "--now is only for --dry-run" in refused.output
