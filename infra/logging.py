@@ -12,6 +12,8 @@ from typing import TextIO
 
 import structlog
 
+from infra.log_gate import KAFKA_CLIENT_GATE
+
 _SENSITIVE_KEYS = frozenset(
     {
         "authorization",
@@ -63,6 +65,8 @@ def configure_logging(level: str = "INFO", stream: TextIO | None = None) -> None
     )
     handler = logging.StreamHandler(stream or sys.stdout)
     handler.setFormatter(formatter)
+    # The Kafka client logs every retry of an outage; the gate keeps one line per outage.
+    handler.addFilter(KAFKA_CLIENT_GATE)
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())

@@ -20,6 +20,7 @@ from sqlalchemy import select
 from agents.app import ROLES, SpaceMusicApp, create_app
 from bootstrap.commands.support import load_settings, run
 from infra.consumer_lag import ConsumerLagExporter
+from infra.log_gate import kafka_client_reachable
 from infra.logging import get_logger
 from infra.metrics import OFFER_TIME_TO_VALUED
 from infra.readiness import wait_for_dependencies
@@ -90,6 +91,8 @@ class WorkerHealth:
         """Record a broker probe; the log says when reachability changes, once per outage."""
         if reachable != self.broker_reachable:
             (log.info if reachable else log.warning)("broker_reachable" if reachable else "broker_unreachable")
+        if reachable:
+            kafka_client_reachable()  # ends the Kafka client's log outage once it is quiet
         self.broker_reachable = reachable
 
 
