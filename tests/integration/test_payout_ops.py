@@ -5,7 +5,9 @@ provider fake, so a payout can fail, park, or move money while its answer is los
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import uuid
+from datetime import datetime
 
 import aiohttp
 import pytest
@@ -13,6 +15,7 @@ from sqlalchemy import func, select
 
 from infra.db import create_engine
 from infra.settings import Settings
+from models.events import PayoutCancelRequested
 from models.payout import payout_id_for
 from state.ledger import ledger_transactions
 from state.tables import payouts
@@ -137,6 +140,19 @@ async def wait_phase(ops, payout_id: str, phase: str, timeout: float = 30) -> di
     return await eventually(reached, timeout=timeout, what=f"payout {payout_id} {phase}")  # type: ignore[return-value]
 
 
+async def publish(settings, *events) -> None:
+    from infra.avro import codec_from_settings
+    from infra.kafka import EventPublisher
+
+    publisher = EventPublisher(settings, codec_from_settings(settings))
+    await publisher.start()
+    try:
+        for event in events:
+            await publisher.publish(event)
+    finally:
+        await publisher.stop()
+
+
 def key() -> dict[str, str]:
     return {"Idempotency-Key": str(uuid.uuid4())}
 
@@ -233,6 +249,25 @@ async def test_a_parked_payout_is_cancelled_over_http_with_the_canceller_recorde
     assert first not in {p["payout_id"] for p in (await gone.json())["payouts"]}
     late = await ops["admin"].post(f"/payouts/{first}/cancel", headers=key())
     assert late.status == 409 and (await late.json())["error"] == "payout_not_cancellable"
+
+    # At-least-once: the same request delivered again is harmless (no refusal, no second
+    # outcome); a later request by someone else for the finished payout is refused. Both go
+    # to the deal's partition, so once the second's refusal shows, the first was handled.
+    redelivered = PayoutCancelRequested(
+        **{k: v for k, v in asked[0]["payload"].items() if k != "occurred_at"},
+        occurred_at=datetime.fromisoformat(asked[0]["payload"]["occurred_at"]),
+    )
+    other = dataclasses.replace(redelivered, event_id=str(uuid.uuid4()), requested_by="test|other-operator")
+    await publish(ops["settings"], redelivered, other)
+
+    async def refusals() -> list[dict] | None:
+        found = [e for e in await history(ops, offer_id) if e["event_type"] == "offer.payout.cancel.refused"]
+        return found or None
+
+    (refused,) = await eventually(refusals, timeout=20, what="the late request's refusal")
+    assert refused["payload"]["requested_by"] == "test|other-operator"
+    assert "already failed" in refused["payload"]["reason"]
+    assert len([e for e in await history(ops, offer_id) if e["event_type"] == "offer.payout.completed"]) == 1
 
 
 async def test_a_cancel_while_the_provider_shows_the_money_moved_is_refused(ops, fake) -> None:
