@@ -224,3 +224,20 @@ def can_cancel(phase: str) -> None:
     if PayoutPhase(phase) not in CANCELLABLE:
         what = "already " if PayoutPhase(phase) in TERMINAL else ""
         raise PayoutNotCancellable(f"the payout is {what}{phase}: only a parked or unknown payout can be cancelled")
+
+
+_CANCELLED_BY = "cancelled by "
+
+
+def cancelled_reason(by: str, provider: str) -> str:
+    """The failure reason of a payout an operator cancelled: names who, and what confirmed it."""
+    return f"{_CANCELLED_BY}{by}: {provider.lower()} confirmed nothing moved"[:500]
+
+
+def hide_canceller(reason: str | None, own_subject: str, shown_as: str) -> str | None:
+    """``reason`` with the canceller read as ``shown_as`` unless it was ``own_subject`` (a
+    creator sees who acted only when it was itself)."""
+    if not reason or not reason.startswith(_CANCELLED_BY) or ": " not in reason:
+        return reason
+    by, rest = reason[len(_CANCELLED_BY) :].split(": ", 1)
+    return reason if by == own_subject else f"{_CANCELLED_BY}{shown_as}: {rest}"

@@ -7,6 +7,7 @@ from typing import Any
 from aiohttp import web
 
 from infra.db import read_connection
+from models.payout import hide_canceller
 from projections.queries import deal_history, list_deals
 from web.auth.permissions import CREATOR_SCOPE, PRINCIPAL
 from web.commands import visible_deal
@@ -42,7 +43,12 @@ STAFF = "staff"
 
 
 def hide_staff_in_deal(deal: dict[str, Any], own_subject: str) -> dict[str, Any]:
-    """The deal as a creator sees it: who declined or withdrew reads "staff" unless itself."""
+    """The deal as a creator sees it: who declined or withdrew reads "staff" unless itself,
+    and so does the operator a cancelled payout's failure reason names."""
+    reason = deal.get("payout_failure_reason")
+    hidden_reason = hide_canceller(reason, own_subject, STAFF)
+    if hidden_reason != reason:
+        deal = {**deal, "payout_failure_reason": hidden_reason}
     if not any(deal.get(k) not in (None, own_subject) for k in DEAL_ACTOR_FIELDS):
         return deal
     return {k: (STAFF if k in DEAL_ACTOR_FIELDS and v not in (None, own_subject) else v) for k, v in deal.items()}
@@ -56,6 +62,10 @@ def hide_staff(history: list[dict[str, Any]], own_subject: str) -> list[dict[str
         if isinstance(payload, dict) and any(k in payload for k in ACTOR_FIELDS):
             payload = {k: (STAFF if k in ACTOR_FIELDS and v != own_subject else v) for k, v in payload.items()}
             entry = {**entry, "payload": payload}
+        if isinstance(payload, dict) and isinstance(payload.get("failure_reason"), str):
+            reason = hide_canceller(payload["failure_reason"], own_subject, STAFF)
+            if reason != payload["failure_reason"]:
+                entry = {**entry, "payload": {**payload, "failure_reason": reason}}
         shown.append(entry)
     return shown
 
