@@ -6,12 +6,15 @@ from __future__ import annotations
 import dataclasses
 import io
 import itertools
+import types
 from datetime import timedelta
 
 import fastavro
 import pytest
 from click.testing import CliRunner
 
+from agents import lapse
+from agents.app import ROLES
 from agents.documents import termsheet_data
 from bootstrap.commands.offers import offers
 from infra.avro import SchemaCatalog, event_to_record, record_to_event
@@ -171,3 +174,45 @@ def test_the_cli_publishes_only_as_of_now() -> None:
     # Lapsing "as of next week" would end offers their term sheets still promise.
     refused = CliRunner().invoke(offers, ["lapse", "--now", "2030-01-01T00:00:00Z"])
     assert refused.exit_code == 2 and "--now is only for --dry-run" in refused.output
+
+
+class _TimerApp:
+    """Just what agents.lapse.register touches: settings, a timer decorator, resources."""
+
+    def __init__(self, interval: float, resources: object = None) -> None:
+        self.settings = types.SimpleNamespace(offer_lapse_interval_seconds=interval)
+        self.timers: list[tuple[float, object]] = []
+        self._resources = resources
+
+    def timer(self, interval: float):  # noqa: ANN201 - faust's decorator shape
+        return lambda fn: self.timers.append((interval, fn)) or fn
+
+    @property
+    def resources(self) -> object:
+        if self._resources is None:
+            raise RuntimeError("resources are built when the app starts")
+        return self._resources
+
+
+async def test_the_pipeline_worker_sweeps_on_its_interval_and_survives_an_outage(monkeypatch) -> None:
+    assert "lapse" in ROLES["pipeline"] and "lapse" in ROLES["all"]
+    off = _TimerApp(0)
+    lapse.register(off)
+    assert off.timers == []
+    calls: list[object] = []
+
+    async def failing_sweep(engine, publisher, now, **_: object) -> None:
+        calls.append((engine, publisher))
+        raise ConnectionError("postgres is down")
+
+    monkeypatch.setattr(lapse, "sweep", failing_sweep)
+    starting = _TimerApp(60)
+    lapse.register(starting)
+    [(interval, tick)] = starting.timers
+    assert interval == 60
+    await tick()  # before the app started: nothing to sweep with, no error
+    assert calls == []
+    running = _TimerApp(60, types.SimpleNamespace(engine="engine", publisher="publisher"))
+    lapse.register(running)
+    await running.timers[0][1]()  # the outage is logged; the next tick sweeps again
+    assert calls == [("engine", "publisher")]
