@@ -17,6 +17,7 @@ from sqlalchemy import func, select
 from agents.lapse import sweep
 from models.events import OfferCreated, OfferLapsed, RoyaltyPeriod
 from models.offers import OFFER_VALIDITY, lapse_event_id
+from projections import rebuild
 from projections.tables import deal_events
 from tests.support.kafka import read_all
 from tests.support.money import HISTORY, wait_status
@@ -151,3 +152,7 @@ async def test_decline_by_its_creator_and_withdraw_by_an_operator(web_client, wo
     assert [e["payload"]["withdrawn_by"] for e in history["events"] if e["event_type"] == "offer.withdrawn"] == [
         "staff"
     ]
+    # The log rebuilds exactly what the live projector made of the closing events (the new
+    # columns included): verify-only compares row by row inside one snapshot, no lock.
+    verify = await rebuild.rebuild_projections(settings, rebuild.RebuildOptions(swap=False, workers=1))
+    assert verify.identical and not verify.swapped
