@@ -31,6 +31,7 @@ from models.offers import decline_event_id, withdraw_event_id
 from models.payout import payout_id_for
 from projections.queries import get_deal
 from state.creators import creator_exists, get_creator, get_recipient, insert_creator, insert_recipient
+from web.errors import Unavailable
 
 log = get_logger(__name__)
 
@@ -153,6 +154,15 @@ async def accept_offer(cmd: AcceptOffer, engine: AsyncEngine, publisher: EventPu
     return True
 
 
+async def _publish_closing(publisher: EventPublisher, event: OfferDeclined | OfferWithdrawn) -> None:
+    """A broker or registry outage is 503 (retry later: the retry publishes the same event id)."""
+    try:
+        await publisher.publish(event)
+    except Exception as exc:  # noqa: BLE001 - broker or registry down
+        log.error("offer_close_publish_failed", error=type(exc).__name__, offer_id=event.offer_id, kind=event.TOPIC)
+        raise Unavailable("could not record this right now; retry later") from exc
+
+
 async def decline_offer(cmd: CloseOffer, engine: AsyncEngine, publisher: EventPublisher) -> bool:
     """Publishes ``offer.declined``; False when the offer was already declined (a no-op)."""
     async with engine.connect() as conn:
@@ -171,7 +181,7 @@ async def decline_offer(cmd: CloseOffer, engine: AsyncEngine, publisher: EventPu
         declined_by=cmd.actor.subject,
         reason=cmd.reason,
     )
-    await publisher.publish(event)
+    await _publish_closing(publisher, event)
     log.info("offer_declined", offer_id=cmd.offer_id)
     return True
 
@@ -194,7 +204,7 @@ async def withdraw_offer(cmd: CloseOffer, engine: AsyncEngine, publisher: EventP
         withdrawn_by=cmd.actor.subject,
         reason=cmd.reason,
     )
-    await publisher.publish(event)
+    await _publish_closing(publisher, event)
     log.info("offer_withdrawn", offer_id=cmd.offer_id)
     return True
 
