@@ -21,6 +21,8 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from infra.kafka import EncodedEvent
 from state.tables import event_outbox
 
+_ADD = insert(event_outbox).on_conflict_do_nothing(index_elements=["event_id"]).returning(event_outbox.c.seq)
+
 
 @dataclass(frozen=True, slots=True)
 class Pending:
@@ -58,12 +60,8 @@ async def add(conn: AsyncConnection, messages: Sequence[EncodedEvent]) -> list[i
         }
         for m in messages
     ]
-    result = await conn.execute(
-        insert(event_outbox)
-        .values(rows)
-        .on_conflict_do_nothing(index_elements=["event_id"])
-        .returning(event_outbox.c.seq)
-    )
+    # One compiled statement with bound rows (a VALUES list built per call is compiled per call).
+    result = await conn.execute(_ADD, rows)
     return [int(seq) for seq in result.scalars()]
 
 

@@ -22,13 +22,14 @@ Which answers are stored (and replayed for the key) and which are not:
 
 from __future__ import annotations
 
+import contextlib
 import os
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from aiohttp import web
-from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from infra.avro import RegistryUnavailable
 from infra.kafka import EncodedEvent
@@ -39,6 +40,7 @@ from state import outbox
 from state.idempotency import forget_response, lock_key, store_response, stored_response
 from web.errors import Unavailable, ValidationFailed, error_answer, problem
 from web.keys import ENGINE, PUBLISHER, SETTINGS
+from web.relay import SENT_MARKS
 
 log = get_logger(__name__)
 
@@ -113,7 +115,7 @@ async def run_command(request: web.Request, *, scope: str, key: str | None, fing
     the events to publish, their ids derived from ``seed`` (None without a key)."""
     app = request.app
     publisher = app[PUBLISHER]
-    async with app[ENGINE].begin() as conn:
+    async with _unit_of_work(app[ENGINE], keyed=key is not None) as conn:
         if key is not None:
             await lock_key(conn, scope, key)
             previous = await stored_response(conn, scope, key)
@@ -153,9 +155,21 @@ async def _deliver(
             return
         log.error("command_publish_failed", error=type(exc).__name__, events=[m.topic for m in messages])
         raise Unavailable("could not record the request right now; retry later") from exc
-    async with app[ENGINE].connect() as conn:
-        # One statement on its own: autocommit spares the BEGIN and COMMIT round trips.
-        await outbox.mark_sent(await conn.execution_options(isolation_level="AUTOCOMMIT"), seqs)
+    app[SENT_MARKS].add(seqs)
+
+
+@contextlib.asynccontextmanager
+async def _unit_of_work(engine: AsyncEngine, *, keyed: bool) -> AsyncIterator[AsyncConnection]:
+    """With a key: one transaction (the key's lock, the record and the event's row commit
+    together). Without: autocommit, as nothing is stored but the event's row, which its one
+    INSERT commits on its own (the checks before it only read): no BEGIN and COMMIT round
+    trips on the hot path of POST /offers."""
+    if keyed:
+        async with engine.begin() as conn:
+            yield conn
+    else:
+        async with engine.connect() as conn:
+            yield await conn.execution_options(isolation_level="AUTOCOMMIT")
 
 
 def _fault_after_commit(app: web.Application) -> None:

@@ -18,6 +18,7 @@ from datetime import timedelta
 
 from aiohttp import web
 from aiokafka.errors import KafkaError
+from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -33,6 +34,42 @@ BATCH = 200
 KEEP_SENT = timedelta(days=7)
 PRUNE_EVERY_SECONDS = 600.0
 _TRANSIENT = (KafkaError, OSError, TimeoutError, OperationalError, DBAPIError)
+
+
+class SentMarks:
+    """Marks rows sent in batches, off the request path: one UPDATE for every row sent since
+    the last one, committed without waiting for the WAL flush (``synchronous_commit`` off). A
+    mark lost to a crash (or to a failed UPDATE) only makes the relay send the same message
+    again later, which every consumer drops by its event id."""
+
+    def __init__(self, engine: AsyncEngine) -> None:
+        self._engine = engine
+        self._pending: list[int] = []
+        self._wake = asyncio.Event()
+
+    def add(self, seqs: list[int]) -> None:
+        self._pending.extend(seqs)
+        self._wake.set()
+
+    async def run(self) -> None:
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            await self.flush()
+
+    async def flush(self) -> None:
+        seqs, self._pending = self._pending, []
+        if not seqs:
+            return
+        try:
+            async with self._engine.begin() as conn:
+                await conn.execute(text("SET LOCAL synchronous_commit TO OFF"))
+                await outbox.mark_sent(conn, seqs)
+        except Exception as exc:  # noqa: BLE001 - the relay re-sends what stays unmarked
+            log.warning("outbox_mark_failed", error=type(exc).__name__, count=len(seqs))
+
+
+SENT_MARKS = web.AppKey("outbox_sent_marks", SentMarks)
 
 
 async def relay_once(engine: AsyncEngine, publisher: EventPublisher, after: timedelta, limit: int = BATCH) -> int:
@@ -73,10 +110,16 @@ async def relay_forever(engine: AsyncEngine, publisher: EventPublisher, after: t
 async def relay_ctx(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
     after = timedelta(seconds=settings.outbox_relay_after_seconds)
-    task = asyncio.create_task(
-        relay_forever(app[ENGINE], app[PUBLISHER], after, settings.outbox_relay_poll_seconds), name="outbox-relay"
-    )
+    marks = app[SENT_MARKS] = SentMarks(app[ENGINE])
+    tasks = [
+        asyncio.create_task(marks.run(), name="outbox-sent-marks"),
+        asyncio.create_task(
+            relay_forever(app[ENGINE], app[PUBLISHER], after, settings.outbox_relay_poll_seconds), name="outbox-relay"
+        ),
+    ]
     yield
-    task.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await task
+    for task in tasks:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+    await marks.flush()
