@@ -53,7 +53,8 @@ def lapse(dry_run: bool, now: datetime | None, as_json: bool) -> None:
 
     Nobody accepted, declined or withdrew these in time. Each offer's lapse has one event id,
     so running this again (or beside the pipeline worker's own schedule) publishes nothing
-    new that the projector would apply twice. Exit 0 whether or not any offer lapsed.
+    new that the projector would apply twice. Exit 0 whether or not any offer lapsed,
+    1 when another sweep holds the lock (nothing done; run it again).
     """
     if now is not None and not dry_run:
         # Lapsing as of a later instant would end offers their term sheets still promise.
