@@ -322,6 +322,41 @@ async def test_an_operator_retries_a_failed_payout_from_the_drawer(
     assert phase.errors == []
 
 
+async def test_an_operator_withdraws_an_offer_from_the_drawer(phase: Journey, admin_client: TestClient, engine) -> None:
+    """The drawer shows the offer's valid_until; Withdraw offer asks for confirmation and a
+    reason, and the row turns Withdrawn live with who did it and why in the drawer."""
+    from playwright.async_api import expect
+
+    page = phase.page
+    creator_id, _ = await onboard(admin_client)
+    created = await admin_client.post(
+        "/offers", json={"creator_id": creator_id, "currency": "EUR", "royalty_history": HISTORY}
+    )
+    offer_id = (await created.json())["offer_id"]
+    await wait_status(engine, offer_id, "termsheet_issued")
+
+    row = page.locator(f'tr[data-offer-id="{offer_id}"]')
+    await expect(row).to_have_attribute("data-status", "termsheet_issued", timeout=30_000)
+    await row.locator("button.row-open").click()
+    drawer = page.locator("#drawer")
+    await expect(drawer).to_contain_text("Valid until")
+    await expect(drawer).to_contain_text("Lapses in 29 d")
+    actions = page.locator('#drawer [data-section="closing-actions"]')
+    await expect(actions.locator('[data-action="decline-offer"]')).to_be_visible(timeout=20_000)
+    await actions.locator('[data-action="withdraw-offer"]').click()
+    await expect(actions.locator(".confirm")).to_contain_text("Withdraw this offer?")
+    await actions.locator("#closing-reason").fill("pricing error")
+    await actions.locator('[data-action="confirm"]').click()
+    await expect(actions.locator(".action-answer")).to_contain_text("Offer withdrawn", timeout=20_000)
+    await expect(row.locator(".badge")).to_have_text("Withdrawn", timeout=30_000)
+    await expect(drawer).to_contain_text("pricing error", timeout=20_000)
+    await expect(page.locator("#drawer .timeline")).to_contain_text("Offer withdrawn", timeout=20_000)
+    await expect(actions.locator('[data-action="decline-offer"]')).to_have_count(0)
+    await page.screenshot(path=str(ARTIFACTS / "admin-page-offer-withdrawn.png"))
+    await page.keyboard.press("Escape")
+    assert phase.errors == []
+
+
 # --- outside dev: no dev IdP, the page's own sign-in ------------------------------------------
 
 PROD_ISSUER = "https://spacemusic-test.eu.auth0.com/"
