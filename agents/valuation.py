@@ -21,7 +21,9 @@ from models.pricing import Valuation, value_catalog
 AGENT = "valuation"
 # Pricing takes no time: the valuation is stamped just after the offer it prices, so it is
 # the same on every delivery and a deal's history (ordered by time) still lists it second.
-VALUATION_TICK = timedelta(microseconds=1)
+# One millisecond, not less: event times travel as Avro timestamp-millis, and a smaller tick
+# would vanish on the wire, leaving both events at one instant (history order by event id).
+VALUATION_TICK = timedelta(milliseconds=1)
 
 
 def valued_at(offer: OfferCreated) -> datetime:

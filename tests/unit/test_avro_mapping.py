@@ -127,3 +127,24 @@ def test_the_record_mapping_round_trips_every_event_type(event) -> None:
         built = record_to_event(type(event), candidate)
         assert built == record_to_event(type(event), candidate) == event
         assert event_payload(built) == jsonable(event_to_record(built))
+
+
+def test_a_valuation_stays_after_its_offer_on_the_wire() -> None:
+    """Event times travel as timestamp-millis: the valuation's tick must survive encoding,
+    or a deal's history lists both events at one instant (and orders them by event id)."""
+    from agents.valuation import valuate
+
+    offer = OfferCreated(
+        event_id=str(uuid.uuid4()),
+        offer_id=str(uuid.uuid4()),
+        creator_id=str(uuid.uuid4()),
+        occurred_at=datetime(2026, 12, 3, 12, 0, 0, 123456, tzinfo=UTC),
+        correlation_id=str(uuid.uuid4()),
+        currency="EUR",
+        royalty_history=(RoyaltyPeriod("2026-10", 10_000), RoyaltyPeriod("2026-11", 12_000)),
+    )
+    wire_offer = record_to_event(OfferCreated, roundtrip(OfferCreated.TOPIC, event_to_record(offer)))
+    valued = valuate(wire_offer)
+    wire_valued = record_to_event(OfferValuated, roundtrip(OfferValuated.TOPIC, event_to_record(valued)))
+    assert wire_valued.occurred_at > wire_offer.occurred_at
+    assert valuate(wire_offer) == valued  # the same cause, the same event (redelivery)
