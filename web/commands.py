@@ -149,17 +149,17 @@ async def accept_offer(cmd: AcceptOffer, engine: AsyncEngine, publisher: EventPu
         termsheet_sha256=deal["termsheet_sha256"],
         accepted_by=cmd.actor.subject,
     )
-    await publisher.publish(event)
+    await _publish_decision(publisher, event)
     log.info("offer_accepted", offer_id=cmd.offer_id)
     return True
 
 
-async def _publish_closing(publisher: EventPublisher, event: OfferDeclined | OfferWithdrawn) -> None:
+async def _publish_decision(publisher: EventPublisher, event: OfferAccepted | OfferDeclined | OfferWithdrawn) -> None:
     """A broker or registry outage is 503 (retry later: the retry publishes the same event id)."""
     try:
         await publisher.publish(event)
     except Exception as exc:  # noqa: BLE001 - broker or registry down
-        log.error("offer_close_publish_failed", error=type(exc).__name__, offer_id=event.offer_id, kind=event.TOPIC)
+        log.error("offer_decision_publish_failed", error=type(exc).__name__, offer_id=event.offer_id, kind=event.TOPIC)
         raise Unavailable("could not record this right now; retry later") from exc
 
 
@@ -181,7 +181,7 @@ async def decline_offer(cmd: CloseOffer, engine: AsyncEngine, publisher: EventPu
         declined_by=cmd.actor.subject,
         reason=cmd.reason,
     )
-    await _publish_closing(publisher, event)
+    await _publish_decision(publisher, event)
     log.info("offer_declined", offer_id=cmd.offer_id)
     return True
 
@@ -204,7 +204,7 @@ async def withdraw_offer(cmd: CloseOffer, engine: AsyncEngine, publisher: EventP
         withdrawn_by=cmd.actor.subject,
         reason=cmd.reason,
     )
-    await _publish_closing(publisher, event)
+    await _publish_decision(publisher, event)
     log.info("offer_withdrawn", offer_id=cmd.offer_id)
     return True
 

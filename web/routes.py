@@ -121,7 +121,7 @@ ROUTES: tuple[Route, ...] = (
           "The term sheet or receipt PDF (or a presigned URL)", query=DocumentQuery,
           content="application/pdf"),
     Route("POST", "/offers/{offer_id}/accept", "accept_offer", lifecycle.accept_offer, (OFFERS_WRITE,),
-          "Accept the term sheet", headers=("X-Correlation-ID",), ok=202, errors=(409,)),
+          "Accept the term sheet", headers=("X-Correlation-ID",), ok=202, errors=(409, 503)),
     Route("POST", "/offers/{offer_id}/decline", "decline_offer", closing.decline_offer, (OFFERS_WRITE,),
           "Decline an open offer (a creator its own; an operator any)", body=ReasonIn,
           body_optional=True, headers=("X-Correlation-ID",), ok=202, errors=(409, 503)),

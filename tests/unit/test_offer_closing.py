@@ -216,3 +216,30 @@ async def test_the_pipeline_worker_sweeps_on_its_interval_and_survives_an_outage
     lapse.register(running)
     await running.timers[0][1]()  # the outage is logged; the next tick sweeps again
     assert calls == [("engine", "publisher")]
+
+
+async def test_a_broker_outage_on_a_decision_is_503_not_500() -> None:
+    """Accept, decline and withdraw publish through one helper: a broker or registry that
+    refuses the event is a retryable 503 (the retry publishes the same event id)."""
+    from models.events import OfferAccepted
+    from tests.support.events import T0
+    from web.commands import _publish_decision
+    from web.errors import Unavailable
+
+    class BrokerDown:
+        async def publish(self, event: object) -> None:
+            raise ConnectionError("broker gone")
+
+    event = OfferAccepted(
+        event_id="00000000-0000-4000-8000-000000000001",
+        offer_id="00000000-0000-4000-8000-000000000002",
+        creator_id="00000000-0000-4000-8000-000000000003",
+        occurred_at=T0,
+        correlation_id="00000000-0000-4000-8000-000000000004",
+        advance_minor=100,
+        currency="EUR",
+        termsheet_sha256="0" * 64,
+        accepted_by="someone",
+    )
+    with pytest.raises(Unavailable):
+        await _publish_decision(BrokerDown(), event)  # type: ignore[arg-type]
