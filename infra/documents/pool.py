@@ -3,8 +3,8 @@
 Why processes, not threads: a WeasyPrint render is ~90 ms of mostly pure-Python work, so a
 thread holds the GIL against the event loop (Kafka heartbeats, HTTP) and two threads do not
 use two cores; and WeasyPrint 70 leaks in a long-lived process (400 term sheets grew a
-process from 125 to 222 MiB; ``gc.collect()`` does not help), so each worker process is
-replaced after ``max_tasks_per_child`` renders. Workers start from a forkserver that has
+process from 125 to 222 MiB; ``gc.collect()`` does not help), so the workers are replaced
+after ``max_tasks_per_child`` renders each (see ``RenderPool._pool``). Workers start from a forkserver that has
 already imported WeasyPrint, so a replacement costs a fork and one warm-up render, not a
 fresh interpreter.
 
@@ -113,21 +113,33 @@ class RenderPool:
             self._context.set_forkserver_preload(["infra.documents.render", "weasyprint"])
         self._lock = threading.Lock()
         self._executor: ProcessPoolExecutor | None = None
+        self._submitted = 0  # tasks handed to the current executor
         self._closed = False
 
     def _pool(self) -> ProcessPoolExecutor:
+        """The executor for one more task. Workers are recycled by replacing the whole
+        executor after ``workers * max_tasks_per_child`` tasks (the old one finishes what it
+        was given), not with ProcessPoolExecutor's own ``max_tasks_per_child``: on Python
+        3.11-3.13 that stops replacing a worker that exits at its limit while tasks are
+        queued, and the queued renders then wait forever (CPython gh-115634). The fault soak's
+        documents worker hung that way after its 400th document."""
+        retired: ProcessPoolExecutor | None = None
         with self._lock:
             if self._closed:
                 raise RuntimeError("RenderPool is closed")
+            if self._executor is not None and self._submitted >= self.workers * self.max_tasks_per_child:
+                retired, self._executor = self._executor, None
             if self._executor is None:
                 self._executor = ProcessPoolExecutor(
-                    max_workers=self.workers,
-                    mp_context=self._context,
-                    initializer=_warm_up,
-                    max_tasks_per_child=self.max_tasks_per_child,
+                    max_workers=self.workers, mp_context=self._context, initializer=_warm_up
                 )
+                self._submitted = 0
                 log.info("render_pool_started", workers=self.workers, max_tasks_per_child=self.max_tasks_per_child)
-            return self._executor
+            self._submitted += 1
+            executor = self._executor
+        if retired is not None:
+            retired.shutdown(wait=False)  # its queued renders still run; then its workers exit
+        return executor
 
     def _discard(self, broken: ProcessPoolExecutor) -> None:
         with self._lock:

@@ -37,6 +37,16 @@ async def test_workers_are_recycled_after_max_tasks() -> None:
         assert len({first, second, await _worker_pid(pool)}) == 3  # one task per process
 
 
+async def test_a_backlog_past_the_recycling_limit_is_all_rendered() -> None:
+    """CPython gh-115634: ProcessPoolExecutor(max_tasks_per_child=N) stops replacing a worker
+    that exits at its limit while tasks are queued; the queue then waits forever (the fault
+    soak's documents worker stopped after 400 documents, 2 workers x 200)."""
+    async with RenderPool(workers=1, max_tasks_per_child=2) as pool:
+        pages = [f"<p>page {i}</p>" for i in range(7)]
+        rendered = await asyncio.wait_for(asyncio.gather(*(pool.render(p, ISSUED) for p in pages)), 90)
+    assert rendered == [write_pdf(p, ISSUED) for p in pages]
+
+
 async def test_a_killed_worker_does_not_break_the_pool() -> None:
     async with RenderPool(workers=1) as pool:
         expected = await pool.render("<p>x</p>", ISSUED)
