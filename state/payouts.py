@@ -11,10 +11,10 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import AsyncIterator
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, func, or_, select, text, update
+from sqlalchemy import Interval, and_, bindparam, func, or_, select, text, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
@@ -239,7 +239,9 @@ async def stuck(conn: AsyncConnection, older_than_seconds: float = 0.0) -> list[
 
 
 def now_minus(seconds: float) -> Any:
-    return func.now() - text(f"interval '{float(seconds)} seconds'")
+    # A bound interval, not SQL text: any float the API accepts (3e-173 included) is a valid
+    # timedelta, whereas interval '3e-173 seconds' is a Postgres syntax error.
+    return func.now() - bindparam("older_than", timedelta(seconds=seconds), type_=Interval())
 
 
 async def list_payouts(conn: AsyncConnection, limit: int = 50) -> list[dict[str, Any]]:
