@@ -197,7 +197,10 @@ async def test_broker_killed_and_restarted_mid_stream(private_stack, all_worker)
     await _mid_stream(private_stack.env, fault, "termsheet_issued", TERMSHEET_KINDS)
     assert all_worker.proc.poll() is None, "the worker died"
     # The logs say it once per outage (the first line of each kind of error, then one at the
-    # end): aiokafka logged ~2,000 errors in this 25 s outage before infra/log_gate.py.
+    # end): aiokafka logged ~2,000 errors in this 25 s outage before infra/log_gate.py. The
+    # end comes once the probe has seen the client quiet for 5 s, maybe after the flow.
+    recovered = all_worker.output()[:before].count('"kafka_client_recovered"')
+    await asyncio.to_thread(all_worker.wait_for_log, '"kafka_client_recovered"', 60, recovered + 1)
     lines = client_lines(all_worker.output()[before:])
     errors = [x for x in lines if x.get("event") != "kafka_client_recovered"]
     assert 1 <= len(errors) <= 8, [x.get("event") for x in errors]
