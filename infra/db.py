@@ -6,10 +6,29 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 import asyncpg
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 from infra.retry import STARTUP, retry
 from infra.settings import Settings
+
+# SQLSTATE classes of an outage rather than of the statement: 08 connection exception,
+# 57 operator intervention (57P01 admin shutdown = pg_terminate_backend or a fast shutdown,
+# 57P03 cannot connect now = still starting up).
+_OUTAGE_SQLSTATE_CLASSES = ("08", "57")
+
+
+def is_database_outage(exc: BaseException) -> bool:
+    """Whether ``exc`` says Postgres is away (restarting, connection killed or refused),
+    not that the statement was wrong: callers answer "retry later" instead of failing."""
+    if isinstance(exc, (OperationalError, InterfaceError, asyncpg.PostgresConnectionError, ConnectionError)):
+        return True
+    if isinstance(exc, DBAPIError):
+        if exc.connection_invalidated:
+            return True
+        exc = exc.orig if exc.orig is not None else exc
+    sqlstate = getattr(exc, "sqlstate", None) or getattr(exc, "pgcode", None)
+    return isinstance(sqlstate, str) and sqlstate[:2] in _OUTAGE_SQLSTATE_CLASSES
 
 
 def create_engine(settings: Settings, pool_size: int = 5, pre_ping: bool = False) -> AsyncEngine:

@@ -11,6 +11,7 @@ from typing import Any
 
 from aiohttp import web
 
+from infra.db import is_database_outage
 from models.errors import Conflict, DomainError, NotFound, RuleViolation
 
 Problem = dict[str, str]
@@ -57,4 +58,7 @@ def error_answer(exc: Exception) -> tuple[int, dict[str, Any]] | None:
         return 422, error_body("validation_failed", str(exc), [problem(exc.field, exc.problem)])
     if isinstance(exc, DomainError):
         return 422, error_body("validation_failed", str(exc))
+    if is_database_outage(exc):
+        # Postgres restarting or our connection killed: the request was fine, retry it.
+        return 503, error_body("unavailable", "the database is unavailable right now; retry later")
     return None
