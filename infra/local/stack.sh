@@ -665,8 +665,9 @@ stop_pid() {  # name pid: SIGTERM, wait, SIGKILL
 cmd_down() {
   take_lock
   local name pid stopping=() pids=()
-  # registry, kafka, s3 and stripe-mock in parallel, then Postgres (the registry uses it).
-  for name in registry kafka s3 stripe; do
+  # registry, kafka, s3, stripe-mock and the OIDC provider in parallel, then Postgres (the
+  # registry uses it).
+  for name in registry kafka s3 stripe oidc; do
     if pid=$(running_pid "$name"); then
       kill -TERM "$pid" 2>/dev/null || true
       stopping+=("$name"); pids+=("$pid")
