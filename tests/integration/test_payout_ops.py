@@ -22,8 +22,16 @@ from state.tables import payouts
 from tests.fakes.providers import ProviderFake
 from tests.support.environments import drop_stack_env, prepare_stack_env
 from tests.support.kafka import read_all
-from tests.support.money import STRIPE_ACCOUNT, accepted_offer, onboard, request_payout, wait_status
-from tests.support.stack import Process, admin_headers, eventually, free_port
+from tests.support.money import (
+    FAST_RESOLVER,
+    STRIPE_ACCOUNT,
+    accepted_offer,
+    onboard,
+    provider_env,
+    request_payout,
+    wait_status,
+)
+from tests.support.stack import Process, admin_headers, eventually
 from web.auth import DEALS_READ, PAYOUTS_WRITE, mint_token
 
 STRIPE_KEY = "sk_test_fake_provider"
@@ -58,18 +66,14 @@ async def fake():
 def ops_env(fake, run_id):
     env = prepare_stack_env(
         f"{run_id}o",
-        STRIPE_API_BASE=fake.stripe_url,
-        STRIPE_API_KEY=STRIPE_KEY,
-        WISE_API_BASE=fake.wise_url,
-        WISE_TOKEN=WISE_TOKEN,
-        WISE_PROFILE_ID="4242",
-        PAYOUT_PROVIDER_TIMEOUT_SECONDS="2",
-        PAYOUT_SETTLE_SECONDS=str(SETTLE_SECONDS),
-        PAYOUT_INLINE_UNKNOWN_ROUNDS="1",
-        PAYOUT_RESOLVER_POLL_SECONDS="0.5",
-        PAYOUT_RESOLVER_MAX_BACKOFF_SECONDS="2",
-        METRICS_PORT=str(free_port()),
-        WEB_PORT=str(free_port()),
+        **provider_env(
+            fake,
+            STRIPE_KEY,
+            WISE_TOKEN,
+            PAYOUT_PROVIDER_TIMEOUT_SECONDS="2",
+            PAYOUT_SETTLE_SECONDS=str(SETTLE_SECONDS),
+            **FAST_RESOLVER,
+        ),
     )
     yield env
     drop_stack_env(env)

@@ -28,7 +28,17 @@ from state.tables import payout_attempts, payout_recipients, payouts
 from tests.fakes.providers import ProviderFake
 from tests.support.environments import drop_stack_env, prepare_stack_env
 from tests.support.kafka import read_all
-from tests.support.money import HOLDER, IBAN, STRIPE_ACCOUNT, accepted_offer, onboard, request_payout, wait_status
+from tests.support.money import (
+    FAST_RESOLVER,
+    HOLDER,
+    IBAN,
+    STRIPE_ACCOUNT,
+    accepted_offer,
+    onboard,
+    provider_env,
+    request_payout,
+    wait_status,
+)
 from tests.support.stack import ARTIFACTS, Process, admin_headers, eventually, free_port
 
 STRIPE_KEY = "sk_test_fake_provider"
@@ -83,18 +93,14 @@ async def fake():
 def money_env(fake, run_id):
     env = prepare_stack_env(
         f"{run_id}p",
-        STRIPE_API_BASE=fake.stripe_url,
-        STRIPE_API_KEY=STRIPE_KEY,
-        WISE_API_BASE=fake.wise_url,
-        WISE_TOKEN=WISE_TOKEN,
-        WISE_PROFILE_ID="4242",
-        PAYOUT_PROVIDER_TIMEOUT_SECONDS=str(CLIENT_TIMEOUT),
-        PAYOUT_SETTLE_SECONDS=str(SETTLE_SECONDS),
-        PAYOUT_INLINE_UNKNOWN_ROUNDS="1",
-        PAYOUT_RESOLVER_POLL_SECONDS="0.5",
-        PAYOUT_RESOLVER_MAX_BACKOFF_SECONDS="2",
-        METRICS_PORT=str(free_port()),
-        WEB_PORT=str(free_port()),
+        **provider_env(
+            fake,
+            STRIPE_KEY,
+            WISE_TOKEN,
+            PAYOUT_PROVIDER_TIMEOUT_SECONDS=str(CLIENT_TIMEOUT),
+            PAYOUT_SETTLE_SECONDS=str(SETTLE_SECONDS),
+            **FAST_RESOLVER,
+        ),
     )
     yield env
     drop_stack_env(env)

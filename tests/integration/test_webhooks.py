@@ -39,8 +39,8 @@ from tests.fakes.webhooks import (
 )
 from tests.support.environments import drop_stack_env, prepare_stack_env
 from tests.support.kafka import read_all
-from tests.support.money import accepted_offer, onboard, request_payout, wait_status
-from tests.support.stack import SPACEMUSIC, Process, admin_headers, eventually, free_port
+from tests.support.money import accepted_offer, onboard, provider_env, request_payout, wait_status
+from tests.support.stack import SPACEMUSIC, Process, admin_headers, eventually
 
 STRIPE_KEY = "sk_test_webhooks"
 WISE_TOKEN = "wise-test-token-webhooks"
@@ -59,16 +59,14 @@ async def fake():
 def hook_env(fake, run_id):
     env = prepare_stack_env(
         f"{run_id}w",
-        STRIPE_API_BASE=fake.stripe_url,
-        STRIPE_API_KEY=STRIPE_KEY,
-        WISE_API_BASE=fake.wise_url,
-        WISE_TOKEN=WISE_TOKEN,
-        WISE_PROFILE_ID="4242",
-        STRIPE_WEBHOOK_SECRET=WEBHOOK_SECRET,
-        WISE_WEBHOOK_PUBLIC_KEY=fake.wise_webhook_public_key_pem,
-        PAYOUT_PROVIDER_TIMEOUT_SECONDS="2",
-        METRICS_PORT=str(free_port()),
-        WEB_PORT=str(free_port()),
+        **provider_env(
+            fake,
+            STRIPE_KEY,
+            WISE_TOKEN,
+            STRIPE_WEBHOOK_SECRET=WEBHOOK_SECRET,
+            WISE_WEBHOOK_PUBLIC_KEY=fake.wise_webhook_public_key_pem,
+            PAYOUT_PROVIDER_TIMEOUT_SECONDS="2",
+        ),
     )
     yield env
     drop_stack_env(env)

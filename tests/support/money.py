@@ -7,12 +7,33 @@ import uuid
 from sqlalchemy import select
 
 from projections.tables import offers
-from tests.support.stack import eventually
+from tests.support.stack import eventually, free_port
 
 IBAN = "DE89370400440532013000"
 HOLDER = "Ada Lovelace-Byron"
 STRIPE_ACCOUNT = "acct_1SpaceMusicTest42"
 HISTORY = [{"period": f"2025-{m:02d}", "amount_minor": 200_000 + 5_000 * m} for m in range(1, 13)]
+
+# The payouts worker's loops, short enough for a test to watch a payout park and resolve.
+FAST_RESOLVER = {
+    "PAYOUT_INLINE_UNKNOWN_ROUNDS": "1",
+    "PAYOUT_RESOLVER_POLL_SECONDS": "0.5",
+    "PAYOUT_RESOLVER_MAX_BACKOFF_SECONDS": "2",
+}
+
+
+def provider_env(fake, stripe_key: str, wise_token: str, **overrides: str) -> dict[str, str]:
+    """Settings that point a test's worker and web at the provider fake, on ports of their own."""
+    return {
+        "STRIPE_API_BASE": fake.stripe_url,
+        "STRIPE_API_KEY": stripe_key,
+        "WISE_API_BASE": fake.wise_url,
+        "WISE_TOKEN": wise_token,
+        "WISE_PROFILE_ID": "4242",
+        "METRICS_PORT": str(free_port()),
+        "WEB_PORT": str(free_port()),
+        **overrides,
+    }
 
 
 async def onboard(client, *, stripe: bool = True, bank: bool = True, currency: str = "EUR") -> tuple[str, str]:
