@@ -5,10 +5,11 @@ the running local stack (``make stack-up``), seeds a creator and some projected 
 drives each route closed-loop at 16 and 64 connections from a separate load process. In
 the same run it drives a **peer**: a plain aiohttp app written here doing the same work
 per request without the project's layers (PyJWT RS256 verification of the same token,
-asyncpg for the creator check and the reads, the same Avro encoding, one aiokafka producer
-with acks=all and idempotence, awaited), and prints app/peer ratios.
+asyncpg for the creator check, the outbox row and the reads, the same Avro encoding, one
+aiokafka producer with acks=all and idempotence, awaited), and prints app/peer ratios.
 
-Usage: ``python bench/api_throughput.py [--seconds 5] [--connections 16,64] [--no-peer]``.
+Usage: ``python bench/api_throughput.py [--seconds 5] [--connections 16,64] [--no-peer]
+[--routes "POST /offers"]``.
 """
 
 from __future__ import annotations
@@ -139,7 +140,20 @@ async def serve_peer(port: int) -> None:
             royalty_history=history,
         )
         value = await codec.encode_event(event)
+        # The same guarantee as the app: the event is in the outbox before it is sent, and
+        # marked sent after (plain code: one UPDATE per request, where the app batches them).
+        async with pool.acquire() as conn:
+            seq = await conn.fetchval(
+                "INSERT INTO event_outbox (event_id, topic, message_key, value, headers)"
+                " VALUES ($1, $2, $3, $4, '[]') RETURNING seq",
+                event.event_id,
+                OfferCreated.TOPIC,
+                event.offer_id.encode(),
+                value,
+            )
         await (await producer.send(topic, value=value, key=event.offer_id.encode()))
+        async with pool.acquire() as conn:
+            await conn.execute("UPDATE event_outbox SET sent_at = now() WHERE seq = $1", seq)
         return web.json_response({"offer_id": event.offer_id, "status": "accepted_for_processing"}, status=202)
 
     async def get_deals(request: web.Request) -> web.Response:
@@ -199,6 +213,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=5.0, help="per route and connection count")
     parser.add_argument("--connections", default="16,64")
     parser.add_argument("--no-peer", action="store_true")
+    parser.add_argument("--routes", default=",".join(ROUTES), help=f"comma-separated subset of: {', '.join(ROUTES)}")
     parser.add_argument("--drive", help=argparse.SUPPRESS)
     parser.add_argument("--serve-peer", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -213,6 +228,9 @@ def main() -> None:
         asyncio.run(serve_peer(args.serve_peer))
         return
     connections = [int(c) for c in args.connections.split(",")]
+    routes = [r.strip() for r in args.routes.split(",")]
+    if unknown := set(routes) - set(ROUTES):
+        parser.error(f"unknown routes: {', '.join(sorted(unknown))}")
     with spacemusic_stack("api", roles=("pipeline",)) as stack:
         token = stack.token()
         context = asyncio.run(seed(stack.base_url, token))
@@ -233,7 +251,7 @@ def main() -> None:
         results: dict[tuple[str, str, int], dict] = {}
         try:
             print(f"api_throughput: {args.seconds:g} s per run, closed loop; {load()}")
-            for route in ROUTES:
+            for route in routes:
                 for c in connections:
                     for name, base in targets.items():
                         r = run_drive(base, route, c, args.seconds, token, context)

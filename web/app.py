@@ -13,11 +13,12 @@ from infra.db import create_engine
 from infra.documents import DocumentStore
 from infra.kafka import EventPublisher
 from infra.settings import Settings
+from state.creators import KnownCreators
 from web import calculator, health
 from web.admin import setup_admin
 from web.auth import auth_middleware, setup_auth
 from web.feed import DealChangeFeed
-from web.keys import CODEC, DOCUMENTS, ENGINE, FEED, PUBLISHER, SETTINGS, VAULT
+from web.keys import CODEC, DOCUMENTS, ENGINE, FEED, KNOWN_CREATORS, PUBLISHER, SETTINGS, VAULT
 from web.middleware import json_errors, request_context
 from web.relay import relay_ctx
 from web.routes import add_routes, public_paths
@@ -84,6 +85,7 @@ def create_app(settings: Settings) -> web.Application:
     app = web.Application(middlewares=[request_context, auth_middleware, json_errors], client_max_size=MAX_BODY_BYTES)
     app[SETTINGS] = settings
     app[VAULT] = RecipientVault.from_settings(settings)
+    app[KNOWN_CREATORS] = KnownCreators()
     setup_auth(app, settings, public_routes=public_paths())
     app.cleanup_ctx.extend(
         [_database, _kafka, relay_ctx, _documents, _feed, calculator.flags_ctx, _metrics_listener(app)]

@@ -30,7 +30,7 @@ from models.events import (
 from models.offers import decline_event_id, withdraw_event_id
 from models.payout import payout_id_for
 from projections.queries import get_deal
-from state.creators import creator_exists, get_creator, get_recipient, insert_creator, insert_recipient
+from state.creators import KnownCreators, get_creator, get_recipient, insert_creator, insert_recipient
 from web.errors import Unavailable
 
 log = get_logger(__name__)
@@ -112,11 +112,11 @@ def command_id(seed: str | None, what: str) -> str:
     return str(uuid.uuid4()) if seed is None else str(uuid.uuid5(_COMMAND_NS, f"{what}\x1f{seed}"))
 
 
-async def create_offer(cmd: CreateOffer, conn: AsyncConnection) -> OfferCreated:
+async def create_offer(cmd: CreateOffer, conn: AsyncConnection, known: KnownCreators) -> OfferCreated:
     """The ``offer.created`` event, checked; the caller queues it (web/idempotent.py) in the
     transaction of ``conn``."""
     rules.can_act_for(cmd.actor.scope, cmd.creator_id)
-    if not await creator_exists(conn, cmd.creator_id):
+    if not await known.exists(conn, cmd.creator_id):
         raise UnknownCreator()
     return OfferCreated(
         event_id=command_id(cmd.seed, "offer.created"),

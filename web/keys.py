@@ -10,6 +10,7 @@ from infra.crypto import RecipientVault
 from infra.documents import DocumentStore
 from infra.kafka import EventPublisher
 from infra.settings import Settings
+from state.creators import KnownCreators
 from web.feed import DealChangeFeed
 
 SETTINGS = web.AppKey("settings", Settings)
@@ -19,3 +20,4 @@ PUBLISHER = web.AppKey("publisher", EventPublisher)
 FEED = web.AppKey("feed", DealChangeFeed)
 VAULT = web.AppKey("vault", RecipientVault)
 DOCUMENTS = web.AppKey("documents", DocumentStore)
+KNOWN_CREATORS = web.AppKey("known_creators", KnownCreators)

@@ -17,6 +17,7 @@ from web import commands
 from web.contract import OfferIn
 from web.http import actor_of
 from web.idempotent import Outcome, optional_idempotency_key, run_command
+from web.keys import KNOWN_CREATORS
 from web.validation import read_body
 
 log = get_logger(__name__)
@@ -32,7 +33,7 @@ async def create_offer(request: web.Request) -> web.Response:
         command = commands.CreateOffer(
             actor=actor, creator_id=body.creator_id, currency=body.currency, royalty_history=history, seed=seed
         )
-        event = await commands.create_offer(command, conn)
+        event = await commands.create_offer(command, conn, request.app[KNOWN_CREATORS])
         answer: dict[str, Any] = {
             "offer_id": event.offer_id,
             "status": "accepted_for_processing",
