@@ -155,10 +155,10 @@ def _first_decision(deal: Deal) -> DealStatus | None:
     return min(decisions)[2] if decisions else None
 
 
-def _valid_until(deal: Deal) -> datetime | None:
-    if deal.termsheet_key is None or deal.valued_at is None:
+def _valid_until(termsheet_key: str | None, valued_at: datetime | None) -> datetime | None:
+    if termsheet_key is None or valued_at is None:
         return None
-    return valid_until_for(deal.valued_at)
+    return valid_until_for(valued_at)
 
 
 def _earlier(current: tuple[object, ...] | None, candidate: tuple[object, ...]) -> bool:
@@ -173,15 +173,16 @@ def _later(current: datetime | None, candidate: datetime) -> datetime:
 def apply_event(deal: Deal | None, event: Event) -> Deal:
     """Fold one event into a deal (None for a deal not seen yet)."""
     base = deal or Deal(offer_id=event.offer_id, creator_id=event.creator_id)
-    facts = _facts(base, event)
-    folded = replace(
-        base,
-        **facts,
-        updated_at=_later(base.updated_at, event.occurred_at),
-        event_count=base.event_count + 1,
-    )
+    changes = _facts(base, event)
+    changes["updated_at"] = _later(base.updated_at, event.occurred_at)
+    changes["event_count"] = base.event_count + 1
     # A function of other facts, recomputed on every event: arrival order cannot change it.
-    return replace(folded, valid_until=_valid_until(folded))
+    # Computed from the merged facts so the deal is built once (the fold's hot path).
+    changes["valid_until"] = _valid_until(
+        changes.get("termsheet_key", base.termsheet_key),  # type: ignore[arg-type]
+        changes.get("valued_at", base.valued_at),  # type: ignore[arg-type]
+    )
+    return replace(base, **changes)
 
 
 def fold(events: list[Event] | tuple[Event, ...], as_of: datetime | None = None) -> Deal | None:

@@ -11,12 +11,13 @@ hold the projection write lock (see ``projections.projector``).
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import MetaData, Table, select, text
-from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.dialects.postgresql import Insert, insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from infra.avro import event_payload
@@ -87,10 +88,7 @@ async def insert_history(conn: AsyncConnection, tables: DealTables, items: Seque
         return []
     # One statement, executed for many rows: SQLAlchemy compiles it once and batches the
     # rows into multi-row INSERTs itself ("insertmanyvalues"), RETURNING included.
-    result = await conn.execute(
-        insert(tables.events).on_conflict_do_nothing(index_elements=["event_id"]).returning(tables.events.c.event_id),
-        [history_row(item) for item in first.values()],
-    )
+    result = await conn.execute(_history_insert(tables), [history_row(item) for item in first.values()])
     inserted = {str(r[0]) for r in result}
     return [item for item in first.values() if item.event.event_id in inserted]
 
@@ -171,8 +169,7 @@ async def upsert_deals(conn: AsyncConnection, tables: DealTables, rows: Sequence
     """Insert or update deal rows; a deal keeps its ``first_seq`` (its place in lists)."""
     if not rows:
         return
-    table = tables.offers
-    columns = [c.name for c in table.columns if c.name not in SEQ_COLUMNS or tables.change_log]
+    columns, statement = _deal_upsert(tables)
     values = [{c: row.get(c) for c in columns} for row in sorted(rows, key=lambda r: r["offer_id"])]
     if tables.change_log:
         # New deals carry their first_seq; existing ones keep theirs (the conflict update
@@ -180,9 +177,22 @@ async def upsert_deals(conn: AsyncConnection, tables: DealTables, rows: Sequence
         for value in values:
             if value.get("first_seq") is None:
                 value["first_seq"] = value["change_seq"]
-    stmt = insert(table)
+    await conn.execute(statement, values)
+
+
+# The statements are built once per set of tables: building an upsert's ``excluded`` alias
+# (a copy of every column) was ~3 % of the live projector's CPU when done per batch.
+@functools.cache
+def _history_insert(tables: DealTables) -> Insert:
+    return insert(tables.events).on_conflict_do_nothing(index_elements=["event_id"]).returning(tables.events.c.event_id)
+
+
+@functools.cache
+def _deal_upsert(tables: DealTables) -> tuple[tuple[str, ...], Insert]:
+    columns = tuple(c.name for c in tables.offers.columns if c.name not in SEQ_COLUMNS or tables.change_log)
+    stmt = insert(tables.offers)
     updates = {c: stmt.excluded[c] for c in columns if c not in ("offer_id", "first_seq")}
-    await conn.execute(stmt.on_conflict_do_update(index_elements=["offer_id"], set_=updates), values)
+    return columns, stmt.on_conflict_do_update(index_elements=["offer_id"], set_=updates)
 
 
 async def notify(conn: AsyncConnection, seq: int) -> None:
