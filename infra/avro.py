@@ -79,29 +79,69 @@ def _plain(value: Any) -> Any:
     return value
 
 
-def event_to_record(event: Event | DeadLetter) -> dict[str, Any]:
-    return {f.name: _plain(getattr(event, f.name)) for f in dataclasses.fields(event)}
+Convert = typing.Callable[[Any], Any]
+# Values Avro takes and gives as they are (fastavro reads and writes datetimes itself).
+_AS_IS = (str, int, bool, float, bytes, datetime)
 
 
-def _coerce(value: Any, hint: Any) -> Any:
-    if value is None:
-        return None
+def _text(value: Any) -> Any:
+    return str(value) if isinstance(value, uuid.UUID) else value
+
+
+def _utc(value: Any) -> Any:
+    if isinstance(value, datetime) and value.tzinfo is None:
+        return value.replace(tzinfo=UTC)
+    return value
+
+
+def _royalty_period(value: Any) -> RoyaltyPeriod:
+    return RoyaltyPeriod(period=value["period"], amount_minor=int(value["amount_minor"]))
+
+
+def _optional(hint: Any) -> Any:
+    """``X`` for ``X | None``; the hint itself otherwise (a union of several stays a union)."""
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):
+        inner = [a for a in typing.get_args(hint) if a is not type(None)]
+        if len(inner) == 1:
+            return inner[0]
+    return hint
+
+
+def _from_record(hint: Any) -> Convert | None:
+    """How a decoded value becomes the field's type; None: it already is (decided once per
+    field, not per value: this is the decode hot path of every consumer and the rebuild)."""
+    hint = _optional(hint)
     origin = typing.get_origin(hint)
     if origin in (typing.Union, types.UnionType):
-        inner = [a for a in typing.get_args(hint) if a is not type(None)]
-        return _coerce(value, inner[0]) if len(inner) == 1 else value
+        return None  # a real union: Avro already picked the branch
     if origin is tuple:
-        item_hint = typing.get_args(hint)[0]
-        return tuple(_coerce(v, item_hint) for v in value)
+        item = _from_record(typing.get_args(hint)[0])
+        if item is None:
+            return tuple
+        return lambda value: tuple(None if v is None else item(v) for v in value)
     if isinstance(hint, type) and issubclass(hint, enum.Enum):
-        return hint(value)
+        return hint
     if hint is RoyaltyPeriod:
-        return RoyaltyPeriod(period=value["period"], amount_minor=int(value["amount_minor"]))
-    if hint is str and isinstance(value, uuid.UUID):
-        return str(value)
-    if hint is datetime and isinstance(value, datetime):
-        return value if value.tzinfo else value.replace(tzinfo=UTC)
-    return value
+        return _royalty_period
+    if hint is str:
+        return _text
+    if hint is datetime:
+        return _utc
+    return None
+
+
+def _to_record(hint: Any) -> Convert | None:
+    """How a field's value becomes what Avro writes; None: as it is."""
+    base = _optional(hint)
+    if base in _AS_IS:
+        return None
+    if typing.get_origin(base) is tuple:
+        (item,) = typing.get_args(base)[:1]
+        if dataclasses.is_dataclass(item) and all(_to_record(h) is None for h in _hints(item).values()):
+            # A tuple of flat records (the royalty history): one dict per item, no recursion.
+            names = tuple(f.name for f in dataclasses.fields(item))
+            return lambda value: [{n: getattr(v, n) for n in names} for v in value]
+    return _plain
 
 
 @functools.cache
@@ -110,46 +150,46 @@ def _hints(cls: type) -> dict[str, Any]:
     return typing.get_type_hints(cls)
 
 
-_PASS, _STR, _COERCE = 0, 1, 2
-_SCALARS = (str, int, bool, float)
+@dataclass(frozen=True, slots=True)
+class _Field:
+    name: str
+    from_record: Convert | None
+    to_record: Convert | None
 
 
 @functools.cache
-def _field_plan(cls: type) -> tuple[tuple[str, Any, int], ...]:
-    """Per field of an event class: (name, hint, how to convert), decided once per class.
-
-    Ints pass through; strings only turn a UUID into its text; anything else (enums,
-    datetimes, tuples of records) goes through ``_coerce``. This is the decode hot path:
-    every consumer and the rebuild map every record through it."""
+def _field_plan(cls: type) -> tuple[_Field, ...]:
+    """Per field of an event class, its conversions both ways, decided once per class."""
     hints = _hints(cls)
-    plan = []
-    for f in dataclasses.fields(cls):
-        hint = hints[f.name]
-        args = [a for a in typing.get_args(hint) if a is not type(None)] if typing.get_args(hint) else [hint]
-        base = args[0] if len(args) == 1 else None
-        kind = _PASS if base in (int, bool, float) else _STR if base is str else _COERCE
-        plan.append((f.name, hint, kind))
-    return tuple(plan)
+    return tuple(
+        _Field(f.name, _from_record(hints[f.name]), _to_record(hints[f.name])) for f in dataclasses.fields(cls)
+    )
+
+
+def event_to_record(event: Event | DeadLetter) -> dict[str, Any]:
+    record = {}
+    for field in _field_plan(type(event)):
+        value = getattr(event, field.name)
+        record[field.name] = value if field.to_record is None or value is None else field.to_record(value)
+    return record
 
 
 def record_to_event(cls: type[Event], record: dict[str, Any]) -> Event:
     """Build and validate a domain event from a decoded record (InvalidEvent if it is not one)."""
     kwargs: dict[str, Any] = {}
     try:
-        for name, hint, kind in _field_plan(cls):
-            if name not in record:
+        for field in _field_plan(cls):
+            if field.name not in record:
                 continue
-            value = record[name]
-            if kind == _STR:
-                kwargs[name] = str(value) if isinstance(value, uuid.UUID) else value
-            elif kind == _PASS or value is None:
-                kwargs[name] = value
-            else:
-                kwargs[name] = _coerce(value, hint)
+            value = record[field.name]
+            kwargs[field.name] = value if field.from_record is None or value is None else field.from_record(value)
         event = cls(**kwargs)
     except (TypeError, ValueError, KeyError) as exc:
         raise InvalidEvent(f"record is not a valid {cls.__name__}: {exc}") from exc
     return validate_event(event)
+
+
+_SCALARS = (str, int, bool, float)
 
 
 def _json_item(item: Any) -> Any:
@@ -174,12 +214,15 @@ def json_dumps(value: Any) -> str:
 def event_payload(event: Event) -> dict[str, Any]:
     """The event as JSON values (datetimes as ISO-8601, enums as their value): what the
     deal history stores and the API shows."""
-    return {name: _json_item(getattr(event, name)) for name, _, _ in _field_plan(type(event))}
+    return {field.name: _json_item(getattr(event, field.name)) for field in _field_plan(type(event))}
 
 
 def record_to_deadletter(record: dict[str, Any]) -> DeadLetter:
-    hints = _hints(DeadLetter)
-    return DeadLetter(**{f.name: _coerce(record.get(f.name), hints[f.name]) for f in dataclasses.fields(DeadLetter)})
+    kwargs = {}
+    for field in _field_plan(DeadLetter):
+        value = record.get(field.name)
+        kwargs[field.name] = value if field.from_record is None or value is None else field.from_record(value)
+    return DeadLetter(**kwargs)
 
 
 # ---------------------------------------------------------------- the registry codec
@@ -197,6 +240,10 @@ class RegistryCodec:
             for topic in catalog.topics
         }
         self._schemas = {topic: AvroSchema(catalog.raw[topic]) for topic in catalog.topics}
+        # The id each local schema has in the registry, once known: encoding by id skips the
+        # client's register() cache lookup, which serialises the whole schema to JSON on every
+        # call (a third of an encode).
+        self._schema_ids: dict[str, int] = {}
 
     @property
     def catalog(self) -> SchemaCatalog:
@@ -211,16 +258,25 @@ class RegistryCodec:
         ids: dict[str, int] = {}
         for topic, schema in self._schemas.items():
             try:
-                ids[topic] = await self._client.register(self.subject(topic), schema)
+                ids[topic] = self._schema_ids[topic] = await self._client.register(self.subject(topic), schema)
             except httpx.HTTPError as exc:
                 raise RegistryUnavailable(f"schema registry unreachable: {exc}") from exc
         return ids
 
+    async def _schema_id(self, topic: str) -> int:
+        schema_id = self._schema_ids.get(topic)
+        if schema_id is None:
+            schema_id = self._schema_ids[topic] = await self._client.register(self.subject(topic), self._schemas[topic])
+        return schema_id
+
     async def encode(self, topic: str, record: dict[str, Any]) -> bytes:
+        serializer = self._serializers[topic]
         try:
-            return await self._serializers[topic].encode_record_with_schema(
-                self.subject(topic), self._schemas[topic], record
-            )
+            schema_id = await self._schema_id(topic)
+            if schema_id not in serializer.id_to_writers:
+                # The first time: the serializer keeps its writer for our schema under that id.
+                return await serializer.encode_record_with_schema(self.subject(topic), self._schemas[topic], record)
+            return await serializer.encode_record_with_schema_id(schema_id, record)
         except httpx.HTTPError as exc:
             raise RegistryUnavailable(f"schema registry unreachable: {exc}") from exc
 

@@ -6,6 +6,7 @@ payout): such a message is dead-lettered rather than folded into a deal.
 
 from __future__ import annotations
 
+import functools
 import uuid
 from dataclasses import fields
 
@@ -15,6 +16,11 @@ from models.money import is_known_currency
 from models.pricing import month_index
 
 _UUID_FIELDS = ("event_id", "offer_id", "creator_id", "payout_id", "recipient_id")
+
+
+@functools.cache
+def _minor_fields(cls: type) -> tuple[str, ...]:
+    return tuple(f.name for f in fields(cls) if f.name.endswith("_minor"))
 
 
 def validate_event(event: Event) -> Event:
@@ -31,11 +37,10 @@ def validate_event(event: Event) -> Event:
     currency = getattr(event, "currency", None)
     if currency is not None and not is_known_currency(currency):
         raise InvalidEvent(f"unknown currency {currency!r}")
-    for f in fields(event):
-        if f.name.endswith("_minor"):
-            amount = getattr(event, f.name)
-            if amount is not None and amount < 0:
-                raise InvalidEvent(f"{f.name} must not be negative")
+    for name in _minor_fields(type(event)):
+        amount = getattr(event, name)
+        if amount is not None and amount < 0:
+            raise InvalidEvent(f"{name} must not be negative")
     if isinstance(event, OfferCreated):
         for item in event.royalty_history:
             try:
