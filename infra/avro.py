@@ -144,6 +144,19 @@ def _to_record(hint: Any) -> Convert | None:
     return _plain
 
 
+def _to_json(hint: Any) -> Convert:
+    """How a field's value becomes a JSON value (what ``_json_item`` does, decided per field)."""
+    base = _optional(hint)
+    if base is datetime:
+        return datetime.isoformat
+    if typing.get_origin(base) is tuple:
+        (item,) = typing.get_args(base)[:1]
+        if dataclasses.is_dataclass(item) and all(h in _SCALARS for h in _hints(item).values()):
+            names = tuple(f.name for f in dataclasses.fields(item))
+            return lambda value: [{n: getattr(v, n) for n in names} for v in value]
+    return _json_item
+
+
 @functools.cache
 def _hints(cls: type) -> dict[str, Any]:
     # Resolving type hints is most of a decode's cost; they never change for a class.
@@ -155,6 +168,7 @@ class _Field:
     name: str
     from_record: Convert | None
     to_record: Convert | None
+    to_json: Convert
 
 
 @functools.cache
@@ -162,7 +176,8 @@ def _field_plan(cls: type) -> tuple[_Field, ...]:
     """Per field of an event class, its conversions both ways, decided once per class."""
     hints = _hints(cls)
     return tuple(
-        _Field(f.name, _from_record(hints[f.name]), _to_record(hints[f.name])) for f in dataclasses.fields(cls)
+        _Field(f.name, _from_record(hints[f.name]), _to_record(hints[f.name]), _to_json(hints[f.name]))
+        for f in dataclasses.fields(cls)
     )
 
 
@@ -214,7 +229,11 @@ def json_dumps(value: Any) -> str:
 def event_payload(event: Event) -> dict[str, Any]:
     """The event as JSON values (datetimes as ISO-8601, enums as their value): what the
     deal history stores and the API shows."""
-    return {field.name: _json_item(getattr(event, field.name)) for field in _field_plan(type(event))}
+    payload = {}
+    for field in _field_plan(type(event)):
+        value = getattr(event, field.name)
+        payload[field.name] = None if value is None else field.to_json(value)
+    return payload
 
 
 def record_to_deadletter(record: dict[str, Any]) -> DeadLetter:
