@@ -14,7 +14,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Iterable
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 
 from aiokafka import AIOKafkaConsumer
 from aiokafka.admin import AIOKafkaAdminClient
@@ -41,8 +43,22 @@ def compute_lag(
     return lag
 
 
+@dataclass(frozen=True, slots=True)
+class LagMeasurement:
+    """One collection: per partition the group's committed offset (-1: never committed) and
+    its lag, and when it was taken (``time.monotonic()``). The committed offsets are what a
+    progress check needs: lag alone cannot tell a stuck consumer from a busy one."""
+
+    committed: dict[TopicPartition, int]
+    lag: dict[TopicPartition, int]
+    measured_at: float
+
+
 class ConsumerLagExporter:
-    """Periodically sets ``spacemusic_consumer_lag`` for one group over the given topics."""
+    """Periodically sets ``spacemusic_consumer_lag`` for one group over the given topics.
+
+    ``collect()`` returns the lag; the whole measurement (committed offsets too) is kept in
+    ``last`` and handed to the ``on_measurement`` callback ``run()`` may be given."""
 
     def __init__(self, bootstrap_servers: str, group: str, topics: Iterable[str], interval: float = 15.0) -> None:
         self.bootstrap_servers = bootstrap_servers
@@ -51,6 +67,7 @@ class ConsumerLagExporter:
         self.interval = interval
         self._admin: AIOKafkaAdminClient | None = None
         self._consumer: AIOKafkaConsumer | None = None
+        self.last: LagMeasurement | None = None
 
     async def start(self) -> None:
         self._admin = AIOKafkaAdminClient(bootstrap_servers=self.bootstrap_servers, client_id=f"{self.group}-lag")
@@ -91,6 +108,7 @@ class ConsumerLagExporter:
         lag = compute_lag(committed, beginning, end)
         for tp, value in lag.items():
             CONSUMER_LAG.labels(group=self.group, topic=tp.topic, partition=str(tp.partition)).set(value)
+        self.last = LagMeasurement({tp: committed.get(tp, -1) for tp in lag}, lag, time.monotonic())
         return lag
 
     async def _partitions(self, topic: str) -> set[int]:
@@ -98,8 +116,9 @@ class ConsumerLagExporter:
         await self._consumer._client.force_metadata_update()  # metadata is fetched lazily
         return self._consumer.partitions_for_topic(topic) or set()
 
-    async def run(self) -> None:
-        """Collect every ``interval`` seconds until cancelled; a failure is logged and retried."""
+    async def run(self, on_measurement: Callable[[LagMeasurement], None] | None = None) -> None:
+        """Collect every ``interval`` seconds until cancelled; a failure is logged and retried
+        (and ``on_measurement`` is not called: a failed collection measured nothing)."""
         try:
             while True:
                 try:
@@ -111,6 +130,14 @@ class ConsumerLagExporter:
                     log.warning("consumer_lag_failed", group=self.group, error=f"{type(exc).__name__}: {exc}")
                     with contextlib.suppress(Exception):
                         await self.stop()
+                else:
+                    if on_measurement is not None and self.last is not None:
+                        try:
+                            on_measurement(self.last)
+                        except Exception as exc:  # a bug there must not stop the lag gauge too
+                            log.error(
+                                "consumer_lag_observer_failed", group=self.group, error=f"{type(exc).__name__}: {exc}"
+                            )
                 await asyncio.sleep(self.interval)
         finally:
             await self.stop()

@@ -73,6 +73,13 @@ class Settings(BaseSettings):
     # The web's own listener for /metrics and detailed /readyz (kept off the API port); 0 = off
     web_metrics_port: int = 0
     startup_retry_seconds: float = 300.0
+    # The worker's progress watchdog (infra/progress.py): how often it measures its group's
+    # committed offsets and lag, and how long a partition it owns may have lag without its
+    # committed offset moving before /readyz fails, then /healthz (a restart: the stuck
+    # messages are redelivered). 0 turns either check off.
+    worker_lag_interval_seconds: float = Field(15.0, gt=0)
+    worker_stall_ready_seconds: float = Field(120.0, ge=0)
+    worker_stall_live_seconds: float = Field(600.0, ge=0)
     s3_endpoint_url: str | None = None
     s3_bucket: str = "spacemusic-documents"
     stripe_api_base: str = "https://api.stripe.com"

@@ -8,6 +8,7 @@ import os
 import sys
 import threading
 import time
+from collections.abc import Iterable
 from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -19,10 +20,11 @@ from sqlalchemy import select
 
 from agents.app import ROLES, SpaceMusicApp, create_app
 from bootstrap.commands.support import load_settings, run
-from infra.consumer_lag import ConsumerLagExporter
+from infra.consumer_lag import ConsumerLagExporter, LagMeasurement
 from infra.log_gate import kafka_client_reachable
 from infra.logging import get_logger
 from infra.metrics import OFFER_TIME_TO_VALUED
+from infra.progress import ProgressTracker
 from infra.readiness import wait_for_dependencies
 from projections.tables import offers
 from state.payout_metrics import export as export_parked_payouts
@@ -41,7 +43,6 @@ def _port_error(variable: str, host: str, port: int, exc: OSError) -> str:
 # seconds of beats, so a wedged loop (a blocking call, a deadlock) gets the pod restarted.
 HEARTBEAT_SECONDS = 5.0
 STALL_AFTER_SECONDS = 60.0
-LAG_INTERVAL_SECONDS = 15.0
 PARKED_INTERVAL_SECONDS = 30.0
 VALUED_INTERVAL_SECONDS = 10.0
 
@@ -51,14 +52,28 @@ VALUED_INTERVAL_SECONDS = 10.0
 BROKER_PROBE_SECONDS = 2.0
 
 
+def lag_measurement_gap(interval: float) -> float:
+    """How far apart two lag measurements may be before the progress clocks restart: a few
+    missed rounds (a collection retries for up to ~10 s), never less than a minute."""
+    return max(4 * interval, 60.0)
+
+
 class WorkerHealth:
     """What the probes read. Written from the Faust loop, read from the HTTP thread."""
 
-    def __init__(self) -> None:
+    def __init__(
+        self, stall_ready_seconds: float = 120.0, stall_live_seconds: float = 600.0, lag_interval: float = 15.0
+    ) -> None:
         self.started = time.monotonic()
         self.last_beat: float | None = None  # None until the Faust app is running
         self.assigned_once = False
         self.broker_reachable = True  # until a probe says otherwise
+        # Progress on the partitions this worker owns: fed on the Faust loop; the probe thread
+        # reads only the two verdicts, each replaced whole (an atomic assignment, no lock).
+        self.progress = ProgressTracker(stall_ready_seconds, max_gap=lag_measurement_gap(lag_interval))
+        self.stall_live_seconds = stall_live_seconds
+        self.progress_ready: tuple[bool, str] = (True, "ok")
+        self.progress_live: tuple[bool, str] = (True, "ok")
 
     def beat(self) -> None:
         self.last_beat = time.monotonic()
@@ -71,6 +86,10 @@ class WorkerHealth:
         stalled = time.monotonic() - self.last_beat
         if stalled > STALL_AFTER_SECONDS:
             return False, f"event loop stalled for {stalled:.0f}s"
+        # The loop beats but an agent is wedged: a restart redelivers what it holds.
+        ok, why = self.progress_live
+        if not ok:
+            return False, why
         return True, "ok"
 
     def ready(self) -> tuple[bool, str]:
@@ -85,7 +104,31 @@ class WorkerHealth:
             return False, "waiting for the consumer group assignment"
         if not self.broker_reachable:
             return False, "no Kafka broker answers"
+        ok, why = self.progress_ready
+        if not ok:
+            return False, why
         return True, "ok"
+
+    def progress_measured(self, measurement: LagMeasurement, assigned: Iterable[Any]) -> None:
+        """Feed one lag measurement; the log says when a partition stalls and when it moves
+        again, once per episode (the probes only read the verdicts computed here)."""
+        changes = self.progress.observe(measurement.committed, measurement.lag, assigned, measurement.measured_at)
+        for stall in changes.stalled:
+            log.warning(
+                "partition_stalled",
+                topic=stall.partition.topic,
+                partition=stall.partition.partition,
+                lag=stall.lag,
+                seconds=round(stall.seconds),
+                reason=stall.describe(),
+            )
+        for tp, why in changes.recovered:
+            log.info("partition_progressing", topic=tp.topic, partition=tp.partition, reason=why)
+        self.progress_ready = self.progress.verdict()
+        live = self.progress.verdict(self.stall_live_seconds)
+        if self.progress_live[0] and not live[0]:  # once: the restart that follows ends the episode
+            log.error("worker_wedged", reason=live[1], restart_after_seconds=self.stall_live_seconds)
+        self.progress_live = live
 
     def broker_probed(self, reachable: bool) -> None:
         """Record a broker probe; the log says when reachability changes, once per outage."""
@@ -148,11 +191,15 @@ def attach_health(app: SpaceMusicApp, health: WorkerHealth, role: str) -> None:
         health.broker_probed(await publisher.ping(timeout=BROKER_PROBE_SECONDS))
 
     topics = {t for agent in app.agents.values() for t in getattr(agent.channel, "topics", ())}
-    lag = ConsumerLagExporter(app.settings.kafka_bootstrap_servers, app.conf.id, topics, LAG_INTERVAL_SECONDS)
+    interval = app.settings.worker_lag_interval_seconds
+    lag = ConsumerLagExporter(app.settings.kafka_bootstrap_servers, app.conf.id, topics, interval)
+
+    def _measured(measurement: LagMeasurement) -> None:
+        health.progress_measured(measurement, _assignment(app))
 
     @app.task
     async def _consumer_lag() -> None:
-        await lag.run()
+        await lag.run(_measured)
 
     if "valuation" in ROLES[role]:
 
@@ -177,6 +224,14 @@ def attach_health(app: SpaceMusicApp, health: WorkerHealth, role: str) -> None:
                 except Exception as exc:  # the database may be briefly away; retried next round
                     log.warning("parked_payouts_failed", error=f"{type(exc).__name__}: {exc}")
                 await asyncio.sleep(PARKED_INTERVAL_SECONDS)
+
+
+def _assignment(app: SpaceMusicApp) -> set[Any]:
+    """The partitions this member owns now; none while the consumer is not running."""
+    try:
+        return set(app.consumer.assignment())
+    except Exception:  # not started yet, or stopping: nothing is ours to judge
+        return set()
 
 
 async def observe_time_to_valued(engine: Any, since: datetime) -> datetime:
@@ -255,11 +310,14 @@ def worker(loglevel: str, role: str) -> None:
     Waits for Postgres, Kafka (and the offer.* topics) and the schema registry first,
     retrying with backoff up to STARTUP_RETRY_SECONDS, so a worker started before its
     dependencies simply starts working once they are up. With METRICS_PORT set, serves
-    /healthz (alive), /readyz (consuming) and /metrics on that port from the start.
+    /healthz (alive), /readyz (consuming, and making progress on its partitions) and /metrics
+    on that port from the start.
     """
     settings = load_settings()
     log.info("worker_starting", role=role, **settings.safe_summary())
-    health = WorkerHealth()
+    health = WorkerHealth(
+        settings.worker_stall_ready_seconds, settings.worker_stall_live_seconds, settings.worker_lag_interval_seconds
+    )
     if settings.metrics_port:
         # Listening before the dependency wait so the startup probe sees a live process.
         try:

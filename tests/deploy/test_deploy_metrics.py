@@ -4,6 +4,8 @@ their own: the rows and messages here must not show up in other tests' counts.""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime, timedelta
@@ -14,7 +16,7 @@ from aiokafka.structs import TopicPartition
 from sqlalchemy import delete, insert
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from infra.consumer_lag import ConsumerLagExporter, compute_lag
+from infra.consumer_lag import ConsumerLagExporter, LagMeasurement, compute_lag
 from infra.db import create_engine
 from infra.metrics import CONSUMER_LAG, PAYOUTS_PARKED, PAYOUTS_PARKED_OLDEST_AGE
 from infra.settings import Settings
@@ -59,6 +61,9 @@ async def test_consumer_lag_follows_commits(settings: Settings) -> None:
     try:
         before = await exporter.collect()
         assert before == {TopicPartition(topic, p): 2 for p in range(3)}
+        # The committed offsets come with it (the worker's progress watchdog reads them).
+        assert exporter.last is not None and exporter.last.lag == before
+        assert exporter.last.committed == {TopicPartition(topic, p): -1 for p in range(3)}
         # The group commits the end of partition 0: its lag drops to 0, the others stay.
         consumer = AIOKafkaConsumer(
             bootstrap_servers=settings.kafka_bootstrap_servers, group_id=group, enable_auto_commit=False
@@ -73,11 +78,39 @@ async def test_consumer_lag_follows_commits(settings: Settings) -> None:
             await consumer.stop()
         after = await exporter.collect()
         assert after[p0] == 0
+        assert exporter.last.committed[p0] == end and exporter.last.committed[TopicPartition(topic, 1)] == -1
         assert {tp: v for tp, v in after.items() if tp != p0} == {tp: v for tp, v in before.items() if tp != p0}
         sample = CONSUMER_LAG.labels(group=group, topic=topic, partition="1")._value.get()
         assert sample == after[TopicPartition(topic, 1)]
     finally:
         await exporter.stop()
+
+
+async def test_consumer_lag_run_hands_each_measurement_over(settings: Settings) -> None:
+    topic = settings.topic("offer.valuated")
+    group = settings.consumer_group(f"lagrun-{uuid.uuid4().hex[:6]}")
+    exporter = ConsumerLagExporter(settings.kafka_bootstrap_servers, group, [topic], interval=0.2)
+    seen: list[LagMeasurement] = []
+    three = asyncio.Event()
+
+    def observe(measurement: LagMeasurement) -> None:
+        seen.append(measurement)
+        if len(seen) >= 3:
+            three.set()
+        if len(seen) == 1:
+            raise RuntimeError("an observer bug")  # logged; the exporter carries on
+
+    task = asyncio.create_task(exporter.run(observe))
+    try:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(three.wait(), 30)
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+    assert len(seen) >= 3, seen
+    assert set(seen[-1].committed) == set(seen[-1].lag) == {TopicPartition(topic, p) for p in range(3)}
+    assert seen[0].measured_at < seen[1].measured_at < seen[2].measured_at
 
 
 async def test_parked_payouts_counts_unknown_phases_and_the_oldest(engine: AsyncEngine) -> None:

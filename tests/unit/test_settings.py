@@ -36,3 +36,27 @@ def test_secrets_are_not_in_repr() -> None:
     s = Settings.from_env({**BASE, "WISE_TOKEN": "sekrit-token", "STRIPE_API_KEY": "sk_live_x"})
     assert "sekrit" not in repr(s) and "sk_live" not in repr(s)
     assert "sekrit" not in str(s.safe_summary())
+
+
+def test_worker_watchdog_settings() -> None:
+    s = Settings.from_env(BASE)
+    assert (s.worker_lag_interval_seconds, s.worker_stall_ready_seconds, s.worker_stall_live_seconds) == (
+        15.0,
+        120.0,
+        600.0,
+    )
+    s = Settings.from_env(
+        {
+            **BASE,
+            "WORKER_LAG_INTERVAL_SECONDS": "0.5",
+            "WORKER_STALL_READY_SECONDS": "5",
+            "WORKER_STALL_LIVE_SECONDS": "0",
+        }
+    )
+    assert (s.worker_lag_interval_seconds, s.worker_stall_ready_seconds, s.worker_stall_live_seconds) == (0.5, 5.0, 0.0)
+    with pytest.raises(SettingsError, match="WORKER_LAG_INTERVAL_SECONDS"):
+        Settings.from_env({**BASE, "WORKER_LAG_INTERVAL_SECONDS": "0"})  # 0 would measure in a busy loop
+    with pytest.raises(SettingsError, match="WORKER_STALL_READY_SECONDS"):
+        Settings.from_env({**BASE, "WORKER_STALL_READY_SECONDS": "-1"})
+    with pytest.raises(SettingsError, match="WORKER_STALL_LIVE_SECONDS"):
+        Settings.from_env({**BASE, "WORKER_STALL_LIVE_SECONDS": "ten minutes"})
