@@ -31,6 +31,7 @@ from aiokafka.errors import KafkaError
 from sqlalchemy.exc import DBAPIError, OperationalError
 
 from infra.avro import DecodeError, RegistryUnavailable
+from infra.documents import is_storage_outage
 from infra.logging import event_log_context, get_logger
 from infra.metrics import APP_ERRORS, DEAD_LETTERS, EVENTS_CONSUMED
 from infra.retry import TRANSIENT_IO, RetryPolicy, retry
@@ -51,7 +52,7 @@ _UNEXPECTED = RetryPolicy("unexpected_error", 0.2, 1.0, max_attempts=UNEXPECTED_
 
 def is_transient(exc: BaseException) -> bool:
     """Trouble that goes away by itself: wait it out, holding the partition."""
-    if isinstance(exc, _TRANSIENT):
+    if isinstance(exc, _TRANSIENT) or is_storage_outage(exc):
         return True
     return isinstance(exc, DBAPIError) and bool(exc.connection_invalidated)
 

@@ -14,7 +14,7 @@ from typing import Protocol
 
 from infra.documents.pool import RenderPool
 from infra.documents.render import PdfRenderer, render_pdf, render_receipt_html, render_termsheet_html
-from infra.documents.store import DocumentNotFound, DocumentStore, StoredDocument
+from infra.documents.store import DocumentNotFound, DocumentStore, StoredDocument, is_storage_outage
 from models.documents import ReceiptData, TermsheetData, receipt_key, termsheet_key
 
 __all__ = [
@@ -24,6 +24,7 @@ __all__ = [
     "PdfRenderer",
     "RenderPool",
     "StoredDocument",
+    "is_storage_outage",
     "produce_receipt",
     "produce_termsheet",
 ]

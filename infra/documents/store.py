@@ -18,7 +18,8 @@ from typing import Any, Self
 
 import aioboto3
 from botocore.config import Config
-from botocore.exceptions import ClientError
+from botocore.exceptions import ClientError, HTTPClientError
+from botocore.exceptions import ConnectionError as BotoConnectionError
 
 from infra.logging import get_logger
 from infra.settings import Settings
@@ -52,6 +53,16 @@ def _error_code(exc: ClientError) -> str:
 
 def _status(exc: ClientError) -> int:
     return int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0))
+
+
+def is_storage_outage(exc: BaseException) -> bool:
+    """Whether ``exc`` says S3 is away (endpoint unreachable, connection dropped or timed out,
+    or a 5xx from its side), not that the request was wrong: agents wait it out holding the
+    partition, as for a broker outage, instead of dead-lettering the document after their
+    few quick retries (an outage past ~90 s used to park every term sheet asked meanwhile)."""
+    if isinstance(exc, (BotoConnectionError, HTTPClientError)):
+        return True
+    return isinstance(exc, ClientError) and _status(exc) >= 500
 
 
 def _is_not_found(exc: ClientError) -> bool:
