@@ -20,6 +20,7 @@ it again (the effects are idempotent, so that is harmless).
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
@@ -142,8 +143,9 @@ class Consumer:
             for item in decoded:
                 await self._handle_alone(item, handler)
             return
-        for item in decoded:
-            EVENTS_CONSUMED.labels(agent=self.name, topic=self.logical_topic(item.message.topic)).inc()
+        per_topic = collections.Counter(item.message.topic for item in decoded)
+        for topic, count in per_topic.items():
+            EVENTS_CONSUMED.labels(agent=self.name, topic=self.logical_topic(topic)).inc(count)
 
     async def _handle_alone(self, item: Decoded, handler: BatchHandler) -> None:
         message = item.message

@@ -19,7 +19,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from sqlalchemy import func, select, text, tuple_
-from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.dialects.postgresql import Insert, insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from models.events import Event
@@ -38,6 +38,7 @@ __all__ = [
     "project_batch",
     "project_event",
     "record_position",
+    "record_positions",
     "take_write_lock",
 ]
 
@@ -81,17 +82,31 @@ async def tracked_offsets(
     return {(topic, partition): offset for topic, partition, offset in rows}
 
 
+def _tracking_upsert() -> Insert:
+    stmt = insert(projection_tracking)
+    return stmt.on_conflict_do_update(
+        index_elements=["consumer", "topic", "partition"],
+        set_={"offset": stmt.excluded.offset, "updated_at": func.now()},
+        where=projection_tracking.c.offset < stmt.excluded.offset,
+    )
+
+
+# Built once: a batch records a position per partition it read, every batch.
+_TRACKING_UPSERT = _tracking_upsert()
+
+
+async def record_positions(conn: AsyncConnection, consumer: str, positions: Iterable[Position]) -> None:
+    """Move the consumer's tracking rows forward (never back), one statement for all."""
+    rows = [
+        {"consumer": consumer, "topic": p.topic, "partition": p.partition, "offset": p.offset}
+        for p in sorted(positions, key=lambda p: (p.topic, p.partition))
+    ]
+    if rows:
+        await conn.execute(_TRACKING_UPSERT, rows)
+
+
 async def record_position(conn: AsyncConnection, consumer: str, position: Position) -> None:
-    stmt = insert(projection_tracking).values(
-        consumer=consumer, topic=position.topic, partition=position.partition, offset=position.offset
-    )
-    await conn.execute(
-        stmt.on_conflict_do_update(
-            index_elements=["consumer", "topic", "partition"],
-            set_={"offset": stmt.excluded.offset, "updated_at": func.now()},
-            where=projection_tracking.c.offset < stmt.excluded.offset,
-        )
-    )
+    await record_positions(conn, consumer, [position])
 
 
 async def project_batch(conn: AsyncConnection, consumer: str | None, items: Sequence[Located]) -> BatchResult:
@@ -110,8 +125,7 @@ async def project_batch(conn: AsyncConnection, consumer: str | None, items: Sequ
         for item in items:
             key = (item.position.topic, item.position.partition)
             last[key] = max(last.get(key, -1), item.position.offset)
-        for (topic, partition), offset in sorted(last.items()):
-            await record_position(conn, consumer, Position(topic, partition, offset))
+        await record_positions(conn, consumer, (Position(t, p, offset) for (t, p), offset in last.items()))
     return BatchResult(
         applied=len(folded.applied),
         duplicates=len(fresh) - len(folded.applied),
