@@ -9,6 +9,7 @@ offer's state itself. The ``json_errors`` middleware maps the errors to HTTP ans
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -163,15 +164,8 @@ async def _publish_decision(publisher: EventPublisher, event: OfferAccepted | Of
         raise Unavailable("could not record this right now; retry later") from exc
 
 
-async def decline_offer(cmd: CloseOffer, engine: AsyncEngine, publisher: EventPublisher) -> bool:
-    """Publishes ``offer.declined``; False when the offer was already declined (a no-op)."""
-    async with engine.connect() as conn:
-        deal = await visible_deal(conn, cmd.offer_id, cmd.actor.scope)
-    if rules.already_declined(deal):
-        return False
-    now = datetime.now(UTC)
-    rules.can_decline(deal, now)
-    event = OfferDeclined(
+def _declined(cmd: CloseOffer, deal: dict[str, Any], now: datetime) -> OfferDeclined:
+    return OfferDeclined(
         # One decline per offer: a retry (or a second decliner) publishes the same event id.
         event_id=decline_event_id(cmd.offer_id),
         offer_id=cmd.offer_id,
@@ -181,21 +175,10 @@ async def decline_offer(cmd: CloseOffer, engine: AsyncEngine, publisher: EventPu
         declined_by=cmd.actor.subject,
         reason=cmd.reason,
     )
-    await _publish_decision(publisher, event)
-    log.info("offer_declined", offer_id=cmd.offer_id)
-    return True
 
 
-async def withdraw_offer(cmd: CloseOffer, engine: AsyncEngine, publisher: EventPublisher) -> bool:
-    """Publishes ``offer.withdrawn`` (operators only: the route requires admin); False when
-    the offer was already withdrawn (a no-op)."""
-    async with engine.connect() as conn:
-        deal = await visible_deal(conn, cmd.offer_id, cmd.actor.scope)
-    if rules.already_withdrawn(deal):
-        return False
-    now = datetime.now(UTC)
-    rules.can_withdraw(deal, now)
-    event = OfferWithdrawn(
+def _withdrawn(cmd: CloseOffer, deal: dict[str, Any], now: datetime) -> OfferWithdrawn:
+    return OfferWithdrawn(
         event_id=withdraw_event_id(cmd.offer_id),
         offer_id=cmd.offer_id,
         creator_id=deal["creator_id"],
@@ -204,9 +187,43 @@ async def withdraw_offer(cmd: CloseOffer, engine: AsyncEngine, publisher: EventP
         withdrawn_by=cmd.actor.subject,
         reason=cmd.reason,
     )
-    await _publish_decision(publisher, event)
-    log.info("offer_withdrawn", offer_id=cmd.offer_id)
+
+
+@dataclass(frozen=True, slots=True)
+class _Closing:
+    """What tells a decline from a withdrawal: its rules and the event that records it."""
+
+    already: Callable[[dict[str, Any]], bool]
+    allowed: Callable[[dict[str, Any], datetime], None]
+    event: Callable[[CloseOffer, dict[str, Any], datetime], OfferDeclined | OfferWithdrawn]
+    logged_as: str
+
+
+_DECLINE = _Closing(rules.already_declined, rules.can_decline, _declined, "offer_declined")
+_WITHDRAW = _Closing(rules.already_withdrawn, rules.can_withdraw, _withdrawn, "offer_withdrawn")
+
+
+async def _close_offer(cmd: CloseOffer, engine: AsyncEngine, publisher: EventPublisher, closing: _Closing) -> bool:
+    async with engine.connect() as conn:
+        deal = await visible_deal(conn, cmd.offer_id, cmd.actor.scope)
+    if closing.already(deal):
+        return False
+    now = datetime.now(UTC)
+    closing.allowed(deal, now)
+    await _publish_decision(publisher, closing.event(cmd, deal, now))
+    log.info(closing.logged_as, offer_id=cmd.offer_id)
     return True
+
+
+async def decline_offer(cmd: CloseOffer, engine: AsyncEngine, publisher: EventPublisher) -> bool:
+    """Publishes ``offer.declined``; False when the offer was already declined (a no-op)."""
+    return await _close_offer(cmd, engine, publisher, _DECLINE)
+
+
+async def withdraw_offer(cmd: CloseOffer, engine: AsyncEngine, publisher: EventPublisher) -> bool:
+    """Publishes ``offer.withdrawn`` (operators only: the route requires admin); False when
+    the offer was already withdrawn (a no-op)."""
+    return await _close_offer(cmd, engine, publisher, _WITHDRAW)
 
 
 async def request_payout(cmd: RequestPayout, conn: AsyncConnection) -> PayoutRequested:

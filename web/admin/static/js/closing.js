@@ -4,7 +4,7 @@
 // new status arrives on the stream. The pure functions at the top carry the logic and are
 // unit tested under node (tests/js/closing.test.js).
 
-import { h, setChildren } from "./dom.js";
+import { confirmGroup, h, setChildren } from "./dom.js";
 import { dash } from "./format.js";
 
 // Statuses in which an offer may still be accepted, declined or withdrawn (models/deal.py
@@ -157,24 +157,14 @@ export class ClosingActions {
     input.addEventListener("input", () => {
       this.reason = input.value;
     });
-    return h(
-      "div",
-      { class: "confirm", role: "group", "aria-label": "Confirm" },
-      h("p", {}, confirmQuestion(kind)),
-      input,
-      h(
-        "button",
-        {
-          type: "button",
-          class: "btn btn-primary",
-          dataset: { action: "confirm" },
-          disabled: this.busy || null,
-          onclick: () => this.send(kind),
-        },
-        this.busy ? "Sending…" : kind === "withdraw" ? "Yes, withdraw" : "Yes, decline",
-      ),
-      h("button", { type: "button", class: "btn btn-ghost", disabled: this.busy || null, onclick: () => this.ask(null) }, "No"),
-    );
+    return confirmGroup({
+      question: confirmQuestion(kind),
+      controls: [input],
+      yesLabel: kind === "withdraw" ? "Yes, withdraw" : "Yes, decline",
+      busy: this.busy,
+      onYes: () => this.send(kind),
+      onNo: () => this.ask(null),
+    });
   }
 
   ask(kind) {

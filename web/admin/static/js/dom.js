@@ -31,6 +31,23 @@ export function setChildren(el, ...children) {
 
 export const muted = (text) => h("span", { class: "muted" }, text);
 
+/** A confirmation step: the question, any controls that go with it, "Yes …" and "No". The
+ * buttons are disabled while the request is on its way (busy), so it is never sent twice. */
+export function confirmGroup({ question, controls = [], yesLabel, busy, onYes, onNo }) {
+  return h(
+    "div",
+    { class: "confirm", role: "group", "aria-label": "Confirm" },
+    h("p", {}, question),
+    controls,
+    h(
+      "button",
+      { type: "button", class: "btn btn-primary", dataset: { action: "confirm" }, disabled: busy || null, onclick: onYes },
+      busy ? "Sending…" : yesLabel,
+    ),
+    h("button", { type: "button", class: "btn btn-ghost", disabled: busy || null, onclick: onNo }, "No"),
+  );
+}
+
 export const spinnerRow = (text) =>
   h("div", { class: "spinner-row" }, h("span", { class: "spinner", "aria-hidden": "true" }), text);
 

@@ -4,7 +4,7 @@
 // Idempotency-Key (the same key while the same confirmation is retried) and shows the answer.
 // The pure functions at the top carry the logic and are unit tested under node.
 
-import { h, muted, setChildren } from "./dom.js";
+import { confirmGroup, h, muted, setChildren } from "./dom.js";
 import { dash, shortId } from "./format.js";
 
 // Phases whose outcome is unknown: the only ones an operator may cancel (models/payout.py).
@@ -209,21 +209,7 @@ export class PayoutActions {
   }
 
   confirmRow(question, onYes, yesLabel) {
-    return h(
-      "div",
-      { class: "confirm", role: "group", "aria-label": "Confirm" },
-      h("p", {}, question),
-      h(
-        "button",
-        { type: "button", class: "btn btn-primary", dataset: { action: "confirm" }, disabled: this.busy || null, onclick: onYes },
-        this.busy ? "Sending…" : yesLabel,
-      ),
-      h(
-        "button",
-        { type: "button", class: "btn btn-ghost", disabled: this.busy || null, onclick: () => this.ask(null) },
-        "No",
-      ),
-    );
+    return confirmGroup({ question, yesLabel, busy: this.busy, onYes, onNo: () => this.ask(null) });
   }
 
   ask(kind) {
