@@ -12,6 +12,7 @@ and round half-even, so the same history always yields the same cents.
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass
 from fractions import Fraction
@@ -47,6 +48,7 @@ class ValuationFailure:
     model_version: str = MODEL_VERSION
 
 
+@functools.lru_cache(maxsize=4096)  # a handful of distinct months recur in every history
 def month_index(period: str) -> int:
     """'2025-01' -> a monotonically increasing month number; ValueError when malformed."""
     match = _PERIOD.match(period)
