@@ -13,8 +13,9 @@ reports every drift:
 - ``duplicate_transfers``: more than one executed transfer for one payout;
 - ``returned_after_paid``: a transfer counted as paid that the provider has since reversed
   (Stripe, also in part) or that bounced back (Wise), with no reversing posting
-  (``payout-reversal:<payout_id>``, posted from the provider's webhook); once that posting
-  is in, the reversal is not drift (unless it posted another amount: ``amount_mismatch``);
+  (``payout-reversal:<payout_id>:<total>``, one per reversal the provider's webhooks
+  reported, each posting the increment); once they are in, the reversal is not drift, unless
+  their sum differs from what the provider says came back in all (``amount_mismatch``);
 - ``unknown_transfer``: a transfer that names no payout we know.
 
 It never writes. ``spacemusic reconcile`` prints it; the payouts worker runs it on a schedule
@@ -38,6 +39,7 @@ from infra.logging import get_logger
 from infra.metrics import RECONCILE_DRIFT
 from infra.providers.stripe import stripe_amount
 from infra.providers.wise import customer_transaction_id
+from models.ledger import PAYOUT_REVERSAL_PREFIX
 from models.money import CURRENCY_EXPONENTS
 from state.ledger import ledger_entries, ledger_transactions
 from state.tables import payouts
@@ -171,16 +173,18 @@ async def reconcile(
                 )
             ).scalars()
         )
-        # What each posted reversal gave back (its debit to platform cash), by reference.
-        reversed_refs = {
-            ref: int(amount)
-            for ref, amount in await conn.execute(
-                select(ledger_entries.c.reference_id, func.sum(ledger_entries.c.amount_minor))
+        # What the posted reversals gave back (their debits to platform cash), summed per
+        # payout over its references payout-reversal:<payout_id>:<total>.
+        reversal_payout = func.split_part(ledger_entries.c.reference_id, ":", 2)
+        reversed_back = {
+            str(pid): int(amount)
+            for pid, amount in await conn.execute(
+                select(reversal_payout, func.sum(ledger_entries.c.amount_minor))
                 .where(
-                    ledger_entries.c.reference_id.like("payout-reversal:%"),
+                    ledger_entries.c.reference_id.startswith(PAYOUT_REVERSAL_PREFIX, autoescape=True),
                     ledger_entries.c.direction == "DEBIT",
                 )
-                .group_by(ledger_entries.c.reference_id)
+                .group_by(reversal_payout)
             )
         }
     transfers: list[ProviderTransfer] = []
@@ -228,8 +232,9 @@ async def reconcile(
                     )
             if t.returned_amount and row["phase"] == "succeeded" and row["provider_reference"] == t.reference:
                 # Money that came back after the payout was counted as paid is drift until its
-                # reversing posting (agents/reversals.py) is in the ledger, for the same amount.
-                posted_back = reversed_refs.get(f"payout-reversal:{payout_id}")
+                # reversing postings (agents/reversals.py) are in the ledger and add up to what
+                # the provider says came back (Stripe's amount_reversed is cumulative).
+                posted_back = reversed_back.get(payout_id)
                 if posted_back is None:
                     report.drifts.append(
                         Drift("returned_after_paid", payout_id, t.provider, t.reference, "reversed/bounced after paid")

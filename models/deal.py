@@ -241,7 +241,8 @@ def _facts(deal: Deal, event: Event) -> dict[str, object]:
             "payout_completed_at": event.occurred_at,
         }
     if isinstance(event, PayoutReversed):
-        # Reported twice (a later, larger partial reversal): the latest one stands.
+        # Reported twice (a later, larger partial reversal): the latest one stands. Its amount
+        # is cumulative (the total reversed so far), so that is the payout's total reversed.
         recorded = (
             None
             if deal.payout_reversed_at is None

@@ -149,10 +149,15 @@ class PayoutCancelRefused(Event):
 
 @dataclass(frozen=True, kw_only=True, slots=True)
 class PayoutReversed(Event):
-    """A payout counted as paid came back: Stripe reversed the transfer (``amount_minor`` is
-    what was reversed, all or part) or Wise's transfer bounced / was refunded or cancelled.
-    Published by the web app from a verified provider webhook; the payouts agent posts the
-    reversing ledger entry."""
+    """A payout counted as paid came back: Stripe reversed the transfer, all or part of it, or
+    Wise's transfer bounced / was refunded or cancelled.
+
+    ``amount_minor`` is the TOTAL reversed so far, not this reversal's part: Stripe's
+    cumulative ``amount_reversed`` (a second partial reversal reports both parts together),
+    for Wise the whole payout. One event per (payout, total)
+    (``models.reversal.reversal_event_id``): a redelivery is the same event, a larger total
+    a new one. Published by the web app from a verified provider webhook; the payouts agent
+    posts the increment over what earlier reversals of the payout already posted."""
 
     TOPIC: ClassVar[str] = "offer.payout.reversed"
 

@@ -194,9 +194,22 @@ def payout_posting(
     return validate_posting(posting)
 
 
-def payout_reversal_reference(payout_id: str) -> str:
-    """One reversal per payout (see ``models.reversal``): a redelivered reversal posts once."""
-    return f"payout-reversal:{_uuid(payout_id, 'payout_id')}"
+PAYOUT_REVERSAL_PREFIX: Final = "payout-reversal:"
+
+
+def payout_reversals_prefix(payout_id: str) -> str:
+    """What every reversing posting of this payout's reference starts with:
+    ``payout-reversal:<payout_id>:`` (the colon ends the id, so no other payout matches)."""
+    return f"{PAYOUT_REVERSAL_PREFIX}{_uuid(payout_id, 'payout_id')}:"
+
+
+def payout_reversal_reference(payout_id: str, total_minor: int) -> str:
+    """``payout-reversal:<payout_id>:<total_minor>``: the posting that brings what the payout
+    has had reversed up to ``total_minor`` (cumulative, like Stripe's ``amount_reversed``).
+    The same total posts once (a redelivered reversal); a later, larger total is a new
+    posting of the difference (see :func:`payout_reversal_posting`)."""
+    _positive(total_minor, "reversed_total_minor")
+    return f"{payout_reversals_prefix(payout_id)}{total_minor}"
 
 
 def payout_reversal_posting(
@@ -205,19 +218,30 @@ def payout_reversal_posting(
     offer_id: str,
     creator_id: str,
     amount_minor: int,
+    reversed_total_minor: int,
     currency: str,
     provider: str,
     provider_reference: str,
     reason: str,
     occurred_at: datetime,
 ) -> Posting:
-    """A paid payout came back (all of it, or the part Stripe reversed): the mirror of
+    """A paid payout came back (all of it, or a part Stripe reversed): the mirror of
     :func:`payout_posting`. Debit ``platform_cash:<provider>`` (the money is back in our
     provider balance), credit ``creator_advances_receivable`` (the creator no longer owes it).
-    The original posting stays: the ledger is append-only, a correction is a new posting."""
+
+    ``reversed_total_minor`` is what the provider says has been reversed so far, all reversals
+    of the transfer together; ``amount_minor`` is the increment this posting adds: that total
+    minus what earlier reversing postings of the payout already posted (the caller sums them,
+    ``state.ledger.payout_reversed_minor``). So ``0 < amount_minor <= reversed_total_minor``,
+    and the reference names the total (:func:`payout_reversal_reference`). The original
+    posting stays: the ledger is append-only, a correction is a new posting."""
+    _positive(amount_minor, "amount_minor")
+    if amount_minor > _positive(reversed_total_minor, "reversed_total_minor"):
+        raise InvalidPosting(f"a reversal's increment {amount_minor} exceeds the total reversed {reversed_total_minor}")
     creator = _uuid(creator_id, "creator_id")
+    so_far = "" if amount_minor == reversed_total_minor else f", {reversed_total_minor} reversed in all"
     posting = Posting(
-        reference_id=payout_reversal_reference(payout_id),
+        reference_id=payout_reversal_reference(payout_id, reversed_total_minor),
         offer_id=_uuid(offer_id, "offer_id"),
         transaction_type=TransactionType.PAYOUT_REVERSAL.value,
         occurred_at=occurred_at,
@@ -225,9 +249,17 @@ def payout_reversal_posting(
             LedgerEntry(platform_cash(provider), Direction.DEBIT, amount_minor, currency),
             LedgerEntry(CREATOR_ADVANCES_RECEIVABLE, Direction.CREDIT, amount_minor, currency),
         ),
-        description=f"reverses {payout_reference(payout_id)} to creator {creator} ({provider_reference}, {reason})",
+        description=(
+            f"reverses {payout_reference(payout_id)} to creator {creator} ({provider_reference}, {reason}{so_far})"
+        ),
     )
     return validate_posting(posting)
+
+
+def _positive(value: int, name: str) -> int:
+    if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+        raise InvalidPosting(f"{name} must be a positive integer (minor units): {value!r}")
+    return value
 
 
 def _uuid(value: str, name: str) -> str:

@@ -8,7 +8,8 @@ still sees the provider's side of it.
 
 Which events mean "reversed":
 - Stripe ``transfer.reversed`` (sent for full and partial reversals; the transfer's
-  ``amount_reversed`` is the total reversed so far);
+  ``amount_reversed`` is the total reversed so far, so a second partial reversal reports the
+  two parts' sum, and that total is what the published event carries);
 - Wise ``transfers#state-change`` into ``bounced_back``, ``funds_refunded``,
   ``charged_back`` or ``cancelled``.
 Only for a payout that is ``succeeded`` through that provider with that transfer id: an
@@ -29,7 +30,10 @@ PUBLISHED: Final = "published"
 STRIPE_REVERSED: Final = "transfer.reversed"
 WISE_STATE_CHANGE: Final = "transfers#state-change"
 WISE_RETURNED_STATES: Final = frozenset({"bounced_back", "funds_refunded", "charged_back", "cancelled"})
-# One reversal per payout: the event id, like the ledger reference, is derived from the payout.
+# One event per (payout, total reversed so far): a redelivered webhook, or a lost commit's
+# republish, for the same total is the same event (the projector drops the copy); a later,
+# larger partial reversal is a new event. The ledger's reversing postings are keyed the same
+# way (models.ledger.payout_reversal_reference).
 _REVERSED_NS: Final = uuid.UUID("6c0b51d2-3f7e-5a8b-9d14-2e6f7a8b9c0d")
 
 
@@ -94,5 +98,9 @@ def decide(notice: TransferNotice, payout: Mapping[str, Any] | None) -> Decision
     )
 
 
-def reversal_event_id(payout_id: str) -> str:
-    return str(uuid.uuid5(_REVERSED_NS, str(uuid.UUID(payout_id))))
+def reversal_event_id(payout_id: str, total_minor: int) -> str:
+    """The ``offer.payout.reversed`` event id for ``payout_id`` reversed up to ``total_minor``
+    (cumulative: Stripe's ``amount_reversed``, Wise's whole payout)."""
+    if not isinstance(total_minor, int) or isinstance(total_minor, bool) or total_minor <= 0:
+        raise ValueError(f"a reversal's total must be a positive integer: {total_minor!r}")
+    return str(uuid.uuid5(_REVERSED_NS, f"{uuid.UUID(payout_id)}:{total_minor}"))

@@ -31,7 +31,15 @@ from sqlalchemy.dialects.postgresql import UUID, insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from infra.sql import TS, jsonable, metadata
-from models.ledger import ACCOUNT_PATTERN, Direction, Posting, validate_posting
+from models.ledger import (
+    ACCOUNT_PATTERN,
+    PLATFORM_CASH,
+    Direction,
+    Posting,
+    TransactionType,
+    payout_reversals_prefix,
+    validate_posting,
+)
 
 ledger_transactions = Table(
     "ledger_transactions",
@@ -112,6 +120,22 @@ async def post(conn: AsyncConnection, posting: Posting, transaction_id: str) -> 
         )
     )
     return True
+
+
+async def payout_reversed_minor(conn: AsyncConnection, payout_id: str) -> int:
+    """What this payout's reversing postings have given back so far: the sum of their debits
+    to ``platform_cash:*`` over every reference ``payout-reversal:<payout_id>:<total>``.
+    Called under the payout's row lock (agents/reversals.py), so a concurrent reversal of the
+    same payout is either fully counted or not yet begun."""
+    total = await conn.scalar(
+        select(func.coalesce(func.sum(ledger_entries.c.amount_minor), 0)).where(
+            ledger_entries.c.reference_id.startswith(payout_reversals_prefix(payout_id), autoescape=True),
+            ledger_entries.c.transaction_type == TransactionType.PAYOUT_REVERSAL.value,
+            ledger_entries.c.direction == Direction.DEBIT.value,
+            ledger_entries.c.account.startswith(f"{PLATFORM_CASH}:", autoescape=True),
+        )
+    )
+    return int(total or 0)
 
 
 @dataclass(frozen=True, slots=True)

@@ -12,8 +12,9 @@ authentication. Per delivery:
    then, for a reversal, ``offer.payout.reversed`` is published, and the transaction commits
    only after the broker acknowledged it. A publish failure rolls the row back (503: the
    provider retries); a commit lost after the publish makes the retry publish again, with
-   the same deterministic event id, which the projector and the ledger's unique reference
-   absorb.
+   the same deterministic event id (derived from the payout and the total reversed so far,
+   ``models.reversal.reversal_event_id``), which the projector and the ledger's unique
+   reference absorb.
 
 This module moves no money and writes no ledger entry: the payouts worker posts the
 reversal when it consumes the event (agents/reversals.py).
@@ -217,7 +218,7 @@ def _reversed_event(notice: TransferNotice, payout: dict[str, Any], decision: De
     assert decision.amount_minor is not None and decision.reason is not None and notice.transfer_id is not None
     payout_id = str(payout["payout_id"])
     return PayoutReversed(
-        event_id=reversal_event_id(payout_id),
+        event_id=reversal_event_id(payout_id, decision.amount_minor),  # one event per (payout, total)
         offer_id=str(payout["offer_id"]),
         creator_id=str(payout["creator_id"]),
         occurred_at=notice.occurred_at,

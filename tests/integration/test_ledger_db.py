@@ -19,14 +19,18 @@ from typing import Any
 
 import asyncpg
 import pytest
-from sqlalchemy import text
+from sqlalchemy import insert, text
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from agents.reversals import post_reversal
 from infra.db import create_engine
 from infra.settings import Settings
+from models.events import PayoutProvider, PayoutReversed
 from models.ledger import CREATOR_ADVANCES_RECEIVABLE, Posting, balances, payout_posting
-from state.ledger import check_ledger, offer_ledger, post
+from models.reversal import reversal_event_id
+from state.ledger import check_ledger, offer_ledger, payout_reversed_minor, post
+from state.tables import payouts
 from tests.support.stack import REPO, run_cli
 
 AT = datetime(2026, 11, 26, 12, 30, tzinfo=UTC)
@@ -303,6 +307,100 @@ async def _post_raw_balanced(engine: AsyncEngine, tx: str, ref: str) -> None:
         await _insert_tx(conn, tx, ref)
         await _insert_entry(conn, tx, ref, "DEBIT", 1)
         await _insert_entry(conn, tx, ref, "CREDIT", 1)
+
+
+# --- reversals: one posting per total, each the increment (agents/reversals.py) -----------
+
+
+async def _succeeded_payout(engine: AsyncEngine, amount_minor: int = 9000) -> dict[str, Any]:
+    row = {
+        "payout_id": str(uuid.uuid4()),
+        "offer_id": str(uuid.uuid4()),
+        "creator_id": str(uuid.uuid4()),
+        "recipient_id": str(uuid.uuid4()),
+        "amount_minor": amount_minor,
+        "currency": "EUR",
+        "phase": "succeeded",
+        "provider": "STRIPE",
+        "provider_reference": "tr_" + uuid.uuid4().hex[:12],
+        "requested_event_id": str(uuid.uuid4()),
+        "correlation_id": "reversal-test",
+        "completed_at": AT,
+        "outcome_published_at": AT,
+    }
+    async with engine.begin() as conn:
+        await conn.execute(insert(payouts).values(**row))
+    return row
+
+
+def _reversed(payout: dict[str, Any], total_minor: int) -> PayoutReversed:
+    return PayoutReversed(
+        event_id=reversal_event_id(payout["payout_id"], total_minor),
+        offer_id=payout["offer_id"],
+        creator_id=payout["creator_id"],
+        occurred_at=AT,
+        correlation_id=payout["correlation_id"],
+        payout_id=payout["payout_id"],
+        provider=PayoutProvider.STRIPE,
+        provider_reference=payout["provider_reference"],
+        amount_minor=total_minor,
+        currency="EUR",
+        reason="stripe_transfer_partially_reversed"
+        if total_minor < payout["amount_minor"]
+        else "stripe_transfer_reversed",
+        provider_event_id="evt_" + uuid.uuid4().hex[:12],
+    )
+
+
+async def _reversal_postings(engine: AsyncEngine, payout_id: str) -> dict[str, int]:
+    """reference -> what it gave back (its debit to platform cash)."""
+    async with engine.connect() as conn:
+        rows = await conn.execute(
+            text(
+                "SELECT reference_id, amount_minor FROM ledger_entries"
+                " WHERE reference_id LIKE :prefix AND direction = 'DEBIT' AND account = 'platform_cash:stripe'"
+            ),
+            {"prefix": f"payout-reversal:{payout_id}:%"},
+        )
+        return {r.reference_id: int(r.amount_minor) for r in rows}
+
+
+async def test_a_payout_reversed_in_parts_posts_each_increment_and_an_older_total_nothing(
+    engine: AsyncEngine,
+) -> None:
+    payout = await _succeeded_payout(engine)
+    pid = payout["payout_id"]
+    assert await post_reversal(engine, _reversed(payout, 3000)) is True
+    assert await post_reversal(engine, _reversed(payout, 3000)) is False  # redelivered
+    assert await post_reversal(engine, _reversed(payout, 9000)) is True
+    assert await post_reversal(engine, _reversed(payout, 3000)) is False  # an older total, late
+    assert await _reversal_postings(engine, pid) == {
+        f"payout-reversal:{pid}:3000": 3000,
+        f"payout-reversal:{pid}:9000": 6000,
+    }
+    async with engine.connect() as conn:
+        assert await payout_reversed_minor(conn, pid) == 9000
+    assert await post_reversal(engine, _reversed(payout, 9001)) is False  # more than paid: refused
+    # Out of order: the full total first, then the partial that preceded it at the provider.
+    other = await _succeeded_payout(engine)
+    assert await post_reversal(engine, _reversed(other, 9000)) is True
+    assert await post_reversal(engine, _reversed(other, 3000)) is False
+    assert await _reversal_postings(engine, other["payout_id"]) == {f"payout-reversal:{other['payout_id']}:9000": 9000}
+
+
+async def test_concurrent_reversals_of_one_payout_never_post_more_than_the_latest_total(
+    engine: AsyncEngine,
+) -> None:
+    # Without the payout's row lock, two totals read the same "already posted" and both post
+    # from it (3000 + 9000 = 12000 given back for a 9000 payout).
+    for _ in range(5):
+        payout = await _succeeded_payout(engine)
+        totals = [3000, 9000, 6000, 9000, 3000, 6000]
+        results = await asyncio.gather(*(post_reversal(engine, _reversed(payout, t)) for t in totals))
+        postings = await _reversal_postings(engine, payout["payout_id"])
+        assert sum(postings.values()) == 9000, postings
+        assert sum(results) == len(postings)
+        assert f"payout-reversal:{payout['payout_id']}:9000" in postings
 
 
 # --- the check ----------------------------------------------------------------------------

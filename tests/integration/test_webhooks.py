@@ -4,9 +4,11 @@ signed webhook. Real web and worker PROCESSES on their own database and topic na
 wired to the provider fake, which signs and sends the webhooks.
 
 Per reversal: one ``offer.payout.reversed``, one reversing ledger transaction, the deal
-``payout_reversed`` on GET /offers/{id}, ``ledger check`` clean, ``reconcile`` clean. The same
-webhook delivered again changes nothing (200 duplicate); a forged or stale one is 400 and
-neither recorded nor published.
+``payout_reversed`` on GET /offers/{id}, ``ledger check`` clean, ``reconcile`` clean. A Stripe
+transfer reversed in two parts (Stripe's ``amount_reversed`` is cumulative): two events, two
+reversing transactions adding up to the payout. The same webhook delivered again changes
+nothing (200 duplicate), nor does an older total arriving late; a forged or stale one is 400
+and neither recorded nor published.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import asyncio
 import json
 import subprocess
 import time
+import uuid
 from datetime import UTC, datetime, timedelta
 
 import aiohttp
@@ -22,10 +25,11 @@ import pytest
 from sqlalchemy import select
 
 from infra.db import create_engine
+from infra.providers.stripe import stripe_amount
 from infra.settings import Settings
 from models.events import PayoutReversed
 from models.payout import payout_id_for
-from state.ledger import check_ledger, ledger_transactions
+from state.ledger import check_ledger, ledger_entries, ledger_transactions
 from state.tables import payouts
 from state.webhooks import provider_webhooks
 from tests.fakes.providers import ProviderFake
@@ -96,7 +100,14 @@ async def stack(hook_env, fake):
         fake.webhook_url = base
         client = Http(base, admin_headers(settings))
         engine = create_engine(settings)
-        yield {"client": client, "engine": engine, "settings": settings, "env": hook_env, "base": base}
+        yield {
+            "client": client,
+            "engine": engine,
+            "settings": settings,
+            "env": hook_env,
+            "base": base,
+            "worker": worker,
+        }
         await client.session.close()
         await engine.dispose()
     finally:
@@ -162,7 +173,7 @@ async def settled_reversal(stack, offer_id: str, payout: dict, reason: str, sinc
 
     await eventually(posted, timeout=30, what="the reversing posting")
     assert await ledger_refs(engine, offer_id) == [
-        f"payout-reversal:{payout['payout_id']}",
+        f"payout-reversal:{payout['payout_id']}:{payout['amount_minor']}",
         f"payout:{payout['payout_id']}",
     ]
     deal = await (await stack["client"].get(f"/offers/{offer_id}")).json()
@@ -191,6 +202,90 @@ async def test_a_stripe_reversal_reverses_the_payout_once_however_often_it_is_de
     assert [(r["provider"], r["outcome"], r["payout_id"]) for r in rows] == [
         ("STRIPE", "published", payout["payout_id"])
     ]
+
+
+async def reversal_entries(engine, payout_id: str) -> list[tuple[str, str, str, int]]:
+    async with engine.connect() as conn:
+        rows = await conn.execute(
+            select(
+                ledger_entries.c.reference_id,
+                ledger_entries.c.account,
+                ledger_entries.c.direction,
+                ledger_entries.c.amount_minor,
+            )
+            .where(ledger_entries.c.reference_id.startswith(f"payout-reversal:{payout_id}:"))
+            .order_by(ledger_entries.c.id)
+        )
+        return [(r.reference_id, r.account, r.direction, int(r.amount_minor)) for r in rows]
+
+
+def worker_logged(stack, event: str, payout_id: str) -> int:
+    return sum(1 for line in stack["worker"].output().splitlines() if f'"{event}"' in line and payout_id in line)
+
+
+async def test_a_stripe_transfer_reversed_in_two_parts_posts_each_part_once(stack, fake) -> None:
+    since = datetime.now(UTC) - timedelta(seconds=5)
+    engine = stack["engine"]
+    offer_id, payout = await paid(stack, fake)
+    payout_id, amount, currency = payout["payout_id"], payout["amount_minor"], payout["currency"]
+    assert currency == "EUR"  # Stripe's unit is our minor unit: amount_reversed reads as is
+    third = amount // 3
+    assert 0 < third < amount
+    prefix = f"payout-reversal:{payout_id}:"
+
+    async def reversal_refs(n: int) -> bool:
+        return len(await ledger_refs(engine, offer_id)) == 1 + n
+
+    # A third of the transfer reversed: amount_reversed = third.
+    first = fake.reverse_stripe_transfer(payout["provider_reference"], amount=stripe_amount(third, currency))
+    assert await fake.deliver(first) == 202
+    await eventually(lambda: reversal_refs(1), timeout=30, what="the first reversing posting")
+    await wait_status(engine, offer_id, "payout_reversed")
+    assert await asyncio.to_thread(reconcile_drifts, stack["env"], since, payout_id) == []
+    # The rest: Stripe's amount_reversed is now the whole transfer, and the posting is the rest.
+    rest = fake.reverse_stripe_transfer(payout["provider_reference"])
+    assert json.loads(rest.body)["data"]["object"]["amount_reversed"] == stripe_amount(amount, currency)
+    assert await fake.deliver(rest) == 202
+    await eventually(lambda: reversal_refs(2), timeout=30, what="the second reversing posting")
+    assert await reversal_entries(engine, payout_id) == [
+        (f"{prefix}{third}", "platform_cash:stripe", "DEBIT", third),
+        (f"{prefix}{third}", "creator_advances_receivable", "CREDIT", third),
+        (f"{prefix}{amount}", "platform_cash:stripe", "DEBIT", amount - third),
+        (f"{prefix}{amount}", "creator_advances_receivable", "CREDIT", amount - third),
+    ]
+    assert await reversed_events(stack["settings"], payout_id) == 2
+
+    async def deal_shows_the_total() -> dict | None:
+        deal = await (await stack["client"].get(f"/offers/{offer_id}")).json()
+        return deal if deal.get("payout_reversed_amount_minor") == amount else None
+
+    deal = await eventually(deal_shows_the_total, timeout=30, what="the deal's total reversed")
+    assert deal["status"] == "payout_reversed"
+    assert deal["payout_reversal_reason"] == "stripe_transfer_reversed"
+    async with engine.connect() as conn:
+        report = await check_ledger(conn)
+    assert report.ok, report.violations
+    assert await asyncio.to_thread(reconcile_drifts, stack["env"], since, payout_id) == []
+
+    # Stripe retries the first partial (same evt_, freshly signed): 200 duplicate, nothing new.
+    assert await fake.deliver(signed_stripe(first.body, WEBHOOK_SECRET)) == 200
+    # The older total under another event id (a report arriving late): published under the
+    # first partial's event id; the worker finds that total covered and posts nothing.
+    already = worker_logged(stack, "payout_reversal_already_posted", payout_id)
+    late_event = {**json.loads(first.body), "id": "evt_late" + uuid.uuid4().hex[:16]}
+    late = signed_stripe(json.dumps(late_event, separators=(",", ":")).encode(), WEBHOOK_SECRET)
+    assert await fake.deliver(late) == 202
+    await eventually(
+        lambda: worker_logged(stack, "payout_reversal_already_posted", payout_id) > already,
+        timeout=30,
+        what="the worker skipping the older total",
+    )
+    assert await reversed_events(stack["settings"], payout_id) == 3  # the late copy, same event id
+    assert len(await ledger_refs(engine, offer_id)) == 3
+    assert sum(e[3] for e in await reversal_entries(engine, payout_id) if e[2] == "DEBIT") == amount
+    deal = await (await stack["client"].get(f"/offers/{offer_id}")).json()
+    assert (deal["status"], deal["payout_reversed_amount_minor"]) == ("payout_reversed", amount)
+    assert await asyncio.to_thread(reconcile_drifts, stack["env"], since, payout_id) == []
 
 
 async def test_a_wise_transfer_that_bounces_after_processing_is_reversed(stack, fake) -> None:

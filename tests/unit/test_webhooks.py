@@ -18,7 +18,14 @@ from infra.settings import REPO_ROOT
 from infra.webhooks import WebhookRejected, check_fresh, verify_stripe, verify_wise
 from models.deal import DealStatus, apply_event, fold
 from models.events import PayoutProvider, PayoutReversed
-from models.ledger import balances, payout_posting, payout_reversal_posting, payout_reversal_reference
+from models.ledger import (
+    InvalidPosting,
+    balances,
+    payout_posting,
+    payout_reversal_posting,
+    payout_reversal_reference,
+    payout_reversals_prefix,
+)
 from models.reversal import PUBLISHED, TransferNotice, decide, reversal_event_id
 from tests.fakes.webhooks import (
     new_wise_key,
@@ -32,7 +39,7 @@ from tests.fakes.webhooks import (
 )
 from tests.support.events import CREATOR, OFFER, PAYOUT, env, lifecycle
 from web.contract import StripeWebhookIn, WiseWebhookIn
-from web.webhooks import _stripe_notice, _wise_notice
+from web.webhooks import _reversed_event, _stripe_notice, _wise_notice
 
 SECRET = "whsec_unit_test_secret"
 TRANSFER = {
@@ -219,8 +226,30 @@ def test_events_that_reverse_no_paid_payout_are_recorded_and_ignored(notice, pay
     assert decision.outcome == outcome and not decision.publish
 
 
-def test_one_reversal_event_id_per_payout() -> None:
-    assert reversal_event_id(PAYOUT) == reversal_event_id(PAYOUT.upper()) != reversal_event_id(CREATOR)
+def test_one_reversal_event_id_per_payout_and_total_reversed() -> None:
+    # A redelivered webhook for the same total is the same event (the projector drops it)...
+    assert reversal_event_id(PAYOUT, 1200) == reversal_event_id(PAYOUT.upper(), 1200)
+    # ...a later, larger partial reversal of the same payout is a new one, as is another payout.
+    assert reversal_event_id(PAYOUT, 1200) != reversal_event_id(PAYOUT, 5000)
+    assert reversal_event_id(PAYOUT, 1200) != reversal_event_id(CREATOR, 1200)
+    for total in (0, -1, True, 1.5):
+        with pytest.raises(ValueError):
+            reversal_event_id(PAYOUT, total)  # type: ignore[arg-type]
+
+
+def test_the_published_event_is_keyed_by_the_total_reversed_so_far() -> None:
+    first = decide(stripe_notice(reversed_minor=1200), PAID)
+    rest = decide(stripe_notice(reversed_minor=5000), PAID)
+    assert (first.amount_minor, first.reason) == (1200, "stripe_transfer_partially_reversed")
+    assert (rest.amount_minor, rest.reason) == (5000, "stripe_transfer_reversed")
+    payout = {**PAID, "offer_id": OFFER, "creator_id": CREATOR, "correlation_id": OFFER}
+    events = [_reversed_event(stripe_notice(reversed_minor=d.amount_minor), payout, d) for d in (first, rest, first)]
+    assert [e.amount_minor for e in events] == [1200, 5000, 1200]
+    assert [e.event_id for e in events] == [
+        reversal_event_id(PAYOUT, 1200),
+        reversal_event_id(PAYOUT, 5000),
+        reversal_event_id(PAYOUT, 1200),
+    ]
 
 
 # --- the event, the posting, the deal ------------------------------------------------------
@@ -248,20 +277,64 @@ def test_the_reversed_event_round_trips_through_its_schema() -> None:
     assert record_to_event(PayoutReversed, fastavro.schemaless_reader(buf, schema, schema)) == event
 
 
+COMMON = {"payout_id": PAYOUT, "offer_id": OFFER, "creator_id": CREATOR, "currency": "EUR", "provider": "STRIPE"}
+
+
+def reversal(amount: int, total: int, reason: str = "stripe_transfer_reversed"):  # type: ignore[no-untyped-def]
+    return payout_reversal_posting(
+        **COMMON,
+        amount_minor=amount,
+        reversed_total_minor=total,
+        provider_reference="tr_1",
+        reason=reason,
+        occurred_at=datetime.now(UTC),
+    )
+
+
 def test_the_reversal_mirrors_the_payout_posting_and_nets_it_to_zero() -> None:
     now = datetime.now(UTC)
-    common = {"payout_id": PAYOUT, "offer_id": OFFER, "creator_id": CREATOR, "currency": "EUR", "provider": "STRIPE"}
-    paid = payout_posting(**common, amount_minor=5000, provider_reference="tr_1", occurred_at=now)
-    back = payout_reversal_posting(
-        **common, amount_minor=5000, provider_reference="tr_1", reason="stripe_transfer_reversed", occurred_at=now
-    )
-    assert back.reference_id == payout_reversal_reference(PAYOUT) == f"payout-reversal:{PAYOUT}"
-    assert back.reference_id != paid.reference_id and back.transaction_type == "payout_reversal"
+    paid = payout_posting(**COMMON, amount_minor=5000, provider_reference="tr_1", occurred_at=now)
+    back = reversal(5000, 5000)
+    assert back.reference_id == payout_reversal_reference(PAYOUT, 5000) == f"payout-reversal:{PAYOUT}:5000"
+    assert back.reference_id.startswith(payout_reversals_prefix(PAYOUT)) and back.reference_id != paid.reference_id
+    assert back.transaction_type == "payout_reversal"
     assert all(v == 0 for v in balances(paid.entries + back.entries).values())
-    part = payout_reversal_posting(
-        **common, amount_minor=1200, provider_reference="tr_1", reason="partial", occurred_at=now
-    )
+    part = reversal(1200, 1200, "stripe_transfer_partially_reversed")
     assert balances(paid.entries + part.entries)[("creator_advances_receivable", "EUR")] == 3800
+
+
+def test_a_second_partial_reversal_posts_the_increment_under_the_new_total() -> None:
+    paid = payout_posting(**COMMON, amount_minor=5000, provider_reference="tr_1", occurred_at=datetime.now(UTC))
+    first = reversal(1200, 1200, "stripe_transfer_partially_reversed")
+    rest = reversal(5000 - 1200, 5000)  # Stripe's amount_reversed is 5000 now: 3800 more
+    assert [first.reference_id, rest.reference_id] == [
+        f"payout-reversal:{PAYOUT}:1200",
+        f"payout-reversal:{PAYOUT}:5000",
+    ]
+    assert [e.amount_minor for e in rest.entries] == [3800, 3800]
+    assert all(v == 0 for v in balances(paid.entries + first.entries + rest.entries).values())
+    # The same total is the same reference (posts once), whatever it is worth as an increment.
+    assert reversal(5000, 5000).reference_id == rest.reference_id
+    assert payout_reversal_reference(PAYOUT.upper(), 1200) == first.reference_id
+    # The prefix names only this payout: another's references never match it.
+    assert not payout_reversal_reference(CREATOR, 1200).startswith(payout_reversals_prefix(PAYOUT))
+
+
+@pytest.mark.parametrize(
+    ("amount", "total"),
+    [(0, 5000), (-1, 5000), (5001, 5000), (1200, 0), (1200, -5), (True, 5000), (1200, 1200.0)],
+)
+def test_a_reversal_increment_that_is_not_positive_or_exceeds_the_total_is_refused(amount, total) -> None:  # type: ignore[no-untyped-def]
+    with pytest.raises(InvalidPosting):
+        reversal(amount, total)
+
+
+def test_a_reversal_reference_needs_a_positive_total_and_a_payout_uuid() -> None:
+    for total in (0, -1, True):
+        with pytest.raises(InvalidPosting):
+            payout_reversal_reference(PAYOUT, total)
+    with pytest.raises(InvalidPosting):
+        payout_reversal_reference("not-a-uuid", 1200)
 
 
 def test_a_reversal_makes_the_deal_payout_reversed_in_any_arrival_order() -> None:
