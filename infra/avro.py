@@ -82,6 +82,7 @@ def _plain(value: Any) -> Any:
 Convert = typing.Callable[[Any], Any]
 # Values Avro takes and gives as they are (fastavro reads and writes datetimes itself).
 _AS_IS = (str, int, bool, float, bytes, datetime)
+_SCALARS = (str, int, bool, float)
 
 
 def _text(value: Any) -> Any:
@@ -130,18 +131,24 @@ def _from_record(hint: Any) -> Convert | None:
     return None
 
 
+def _flat_records(hint: Any) -> Convert | None:
+    """For a tuple of flat records (the royalty history: only scalar fields), one dict per
+    item without the recursive walk; None for any other hint. Avro and JSON take the same."""
+    if typing.get_origin(hint) is not tuple:
+        return None
+    item = typing.get_args(hint)[0]
+    if not (dataclasses.is_dataclass(item) and all(h in _SCALARS for h in _hints(item).values())):
+        return None
+    names = tuple(f.name for f in dataclasses.fields(item))
+    return lambda value: [{n: getattr(v, n) for n in names} for v in value]
+
+
 def _to_record(hint: Any) -> Convert | None:
     """How a field's value becomes what Avro writes; None: as it is."""
     base = _optional(hint)
     if base in _AS_IS:
         return None
-    if typing.get_origin(base) is tuple:
-        (item,) = typing.get_args(base)[:1]
-        if dataclasses.is_dataclass(item) and all(_to_record(h) is None for h in _hints(item).values()):
-            # A tuple of flat records (the royalty history): one dict per item, no recursion.
-            names = tuple(f.name for f in dataclasses.fields(item))
-            return lambda value: [{n: getattr(v, n) for n in names} for v in value]
-    return _plain
+    return _flat_records(base) or _plain
 
 
 def _to_json(hint: Any) -> Convert:
@@ -149,12 +156,7 @@ def _to_json(hint: Any) -> Convert:
     base = _optional(hint)
     if base is datetime:
         return datetime.isoformat
-    if typing.get_origin(base) is tuple:
-        (item,) = typing.get_args(base)[:1]
-        if dataclasses.is_dataclass(item) and all(h in _SCALARS for h in _hints(item).values()):
-            names = tuple(f.name for f in dataclasses.fields(item))
-            return lambda value: [{n: getattr(v, n) for n in names} for v in value]
-    return _json_item
+    return _flat_records(base) or _json_item
 
 
 @functools.cache
@@ -169,6 +171,10 @@ class _Field:
     from_record: Convert | None
     to_record: Convert | None
     to_json: Convert
+
+    def read(self, value: Any) -> Any:
+        """A decoded value as the field's type (None stays None)."""
+        return value if self.from_record is None or value is None else self.from_record(value)
 
 
 @functools.cache
@@ -197,14 +203,11 @@ def record_to_event(cls: type[Event], record: dict[str, Any]) -> Event:
             if field.name not in record:
                 continue
             value = record[field.name]
-            kwargs[field.name] = value if field.from_record is None or value is None else field.from_record(value)
+            kwargs[field.name] = field.read(value)
         event = cls(**kwargs)
     except (TypeError, ValueError, KeyError) as exc:
         raise InvalidEvent(f"record is not a valid {cls.__name__}: {exc}") from exc
     return validate_event(event)
-
-
-_SCALARS = (str, int, bool, float)
 
 
 def _json_item(item: Any) -> Any:
@@ -240,7 +243,7 @@ def record_to_deadletter(record: dict[str, Any]) -> DeadLetter:
     kwargs = {}
     for field in _field_plan(DeadLetter):
         value = record.get(field.name)
-        kwargs[field.name] = value if field.from_record is None or value is None else field.from_record(value)
+        kwargs[field.name] = field.read(value)
     return DeadLetter(**kwargs)
 
 

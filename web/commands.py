@@ -130,15 +130,8 @@ async def create_offer(cmd: CreateOffer, conn: AsyncConnection, known: KnownCrea
     )
 
 
-async def accept_offer(cmd: AcceptOffer, engine: AsyncEngine, publisher: EventPublisher) -> bool:
-    """Publishes ``offer.accepted``; False when the offer was already accepted (a no-op)."""
-    async with engine.connect() as conn:
-        deal = await visible_deal(conn, cmd.offer_id, cmd.actor.scope)
-    if rules.already_accepted(deal):
-        return False
-    now = datetime.now(UTC)
-    rules.can_accept(deal, now)
-    event = OfferAccepted(
+def _accepted(cmd: AcceptOffer, deal: dict[str, Any], now: datetime) -> OfferAccepted:
+    return OfferAccepted(
         # One acceptance per offer: concurrent or retried accepts publish the same event id.
         event_id=str(uuid.uuid5(_ACCEPT_NS, cmd.offer_id)),
         offer_id=cmd.offer_id,
@@ -150,9 +143,11 @@ async def accept_offer(cmd: AcceptOffer, engine: AsyncEngine, publisher: EventPu
         termsheet_sha256=deal["termsheet_sha256"],
         accepted_by=cmd.actor.subject,
     )
-    await _publish_decision(publisher, event)
-    log.info("offer_accepted", offer_id=cmd.offer_id)
-    return True
+
+
+async def accept_offer(cmd: AcceptOffer, engine: AsyncEngine, publisher: EventPublisher) -> bool:
+    """Publishes ``offer.accepted``; False when the offer was already accepted (a no-op)."""
+    return await _decide(cmd, engine, publisher, _ACCEPT)
 
 
 async def _publish_decision(publisher: EventPublisher, event: OfferAccepted | OfferDeclined | OfferWithdrawn) -> None:
@@ -190,40 +185,45 @@ def _withdrawn(cmd: CloseOffer, deal: dict[str, Any], now: datetime) -> OfferWit
 
 
 @dataclass(frozen=True, slots=True)
-class _Closing:
-    """What tells a decline from a withdrawal: its rules and the event that records it."""
+class _Decision:
+    """What tells an acceptance, a decline and a withdrawal apart: the rules that apply and
+    the event that records the decision."""
 
     already: Callable[[dict[str, Any]], bool]
     allowed: Callable[[dict[str, Any], datetime], None]
-    event: Callable[[CloseOffer, dict[str, Any], datetime], OfferDeclined | OfferWithdrawn]
+    event: Callable[[Any, dict[str, Any], datetime], OfferAccepted | OfferDeclined | OfferWithdrawn]
     logged_as: str
 
 
-_DECLINE = _Closing(rules.already_declined, rules.can_decline, _declined, "offer_declined")
-_WITHDRAW = _Closing(rules.already_withdrawn, rules.can_withdraw, _withdrawn, "offer_withdrawn")
+_ACCEPT = _Decision(rules.already_accepted, rules.can_accept, _accepted, "offer_accepted")
+_DECLINE = _Decision(rules.already_declined, rules.can_decline, _declined, "offer_declined")
+_WITHDRAW = _Decision(rules.already_withdrawn, rules.can_withdraw, _withdrawn, "offer_withdrawn")
 
 
-async def _close_offer(cmd: CloseOffer, engine: AsyncEngine, publisher: EventPublisher, closing: _Closing) -> bool:
+async def _decide(
+    cmd: AcceptOffer | CloseOffer, engine: AsyncEngine, publisher: EventPublisher, decision: _Decision
+) -> bool:
+    """Publish the decision's event unless it was already taken (then False: a no-op)."""
     async with engine.connect() as conn:
         deal = await visible_deal(conn, cmd.offer_id, cmd.actor.scope)
-    if closing.already(deal):
+    if decision.already(deal):
         return False
     now = datetime.now(UTC)
-    closing.allowed(deal, now)
-    await _publish_decision(publisher, closing.event(cmd, deal, now))
-    log.info(closing.logged_as, offer_id=cmd.offer_id)
+    decision.allowed(deal, now)
+    await _publish_decision(publisher, decision.event(cmd, deal, now))
+    log.info(decision.logged_as, offer_id=cmd.offer_id)
     return True
 
 
 async def decline_offer(cmd: CloseOffer, engine: AsyncEngine, publisher: EventPublisher) -> bool:
     """Publishes ``offer.declined``; False when the offer was already declined (a no-op)."""
-    return await _close_offer(cmd, engine, publisher, _DECLINE)
+    return await _decide(cmd, engine, publisher, _DECLINE)
 
 
 async def withdraw_offer(cmd: CloseOffer, engine: AsyncEngine, publisher: EventPublisher) -> bool:
     """Publishes ``offer.withdrawn`` (operators only: the route requires admin); False when
     the offer was already withdrawn (a no-op)."""
-    return await _close_offer(cmd, engine, publisher, _WITHDRAW)
+    return await _decide(cmd, engine, publisher, _WITHDRAW)
 
 
 async def request_payout(cmd: RequestPayout, conn: AsyncConnection) -> PayoutRequested:
