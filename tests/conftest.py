@@ -42,7 +42,9 @@ def settings(stack_env: dict[str, str]) -> Settings:
 @pytest.fixture(scope="session")
 def worker(stack_env: dict[str, str]) -> Iterator[Process]:
     """The real Faust worker process for this session, consuming from all its partitions."""
-    proc = Process("worker", stack_env, "worker")
+    # No lapse sweep of its own: test_offer_lapse runs the sweep itself, and a scheduled one
+    # landing between its steps lapsed the offer first (its dry run then listed nothing).
+    proc = Process("worker", {**stack_env, "OFFER_LAPSE_INTERVAL_SECONDS": "0"}, "worker")
     try:
         proc.wait_for_log('"partitions_assigned"', timeout=90)
         yield proc
