@@ -15,12 +15,13 @@ import faust
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from agents.topics import Topics, declare_topics
-from infra.avro import RegistryCodec, codec_from_settings
+from infra.avro import DECODED_MEMO_CAPACITY, RegistryCodec, codec_from_settings
 from infra.crypto import RecipientVault
 from infra.db import create_engine
 from infra.documents import DocumentStore
 from infra.kafka import EventPublisher
 from infra.logging import get_logger
+from infra.metrics import DECODE_MEMO_LOOKUPS
 from infra.providers.base import PayoutProvider
 from infra.providers.stripe import StripeClient
 from infra.providers.wise import WiseClient
@@ -60,7 +61,12 @@ class SpaceMusicApp(faust.App):
         settings = self.settings
         stack = contextlib.AsyncExitStack()
         self._exit_stack = stack
-        codec = codec_from_settings(settings)
+        # The agents of one worker share decodes (see DecodedMemo).
+        codec = codec_from_settings(settings, DECODED_MEMO_CAPACITY)
+        memo = codec.memo
+        if memo is not None:
+            DECODE_MEMO_LOOKUPS.labels(result="hit").set_function(lambda: memo.hits)
+            DECODE_MEMO_LOOKUPS.labels(result="miss").set_function(lambda: memo.misses)
         await codec.register_all()
         publisher = EventPublisher(settings, codec)
         await publisher.start()
@@ -87,6 +93,8 @@ class SpaceMusicApp(faust.App):
         log.info("worker_resources_ready", stripe=stripe is not None, wise=wise is not None, **settings.safe_summary())
 
     async def on_stop(self) -> None:
+        if self._resources is not None and (memo := self._resources.codec.memo) is not None:
+            log.warning("decode_memo", hits=memo.hits, misses=memo.misses)
         self._resources = None
         if self._exit_stack is not None:
             await self._exit_stack.aclose()

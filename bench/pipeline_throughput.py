@@ -12,7 +12,8 @@ database). Then, one after the other:
    rows, fold, deal upserts, tracking) in one transaction per batch.
 
 Events per offer: 3 (consume offer.created, produce offer.valuated, project both).
-Prints events/s for both and the ratio. Not a test: figures depend on the machine's load,
+Prints events/s for both, the CPU the draining process itself used per event (the figure
+the machine's load changes least) and both ratios. Not a test: figures depend on the load,
 printed alongside. Run: `make bench`, or
 `source infra/local/load-env.sh; .venv/bin/python bench/pipeline_throughput.py [--offers N]`
 """
@@ -29,6 +30,8 @@ import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -41,6 +44,7 @@ if not __package__:  # run as a script (make bench): the repository root holds t
 
 from bench.rebuild_throughput import REPO, SPACEMUSIC, admin_sql, cli, drop_database, machine
 from infra.avro import codec_from_settings, event_payload
+from infra.gc_tuning import tune_gc
 from infra.kafka import all_logical_topics
 from infra.settings import Settings
 from infra.sql import jsonable
@@ -99,22 +103,35 @@ async def projected(dsn: str) -> int:
         await conn.close()
 
 
-async def wait_drained(dsn: str, n: int, timeout: float) -> float:
-    """Offers per second from the first projected offer to the last (start-up not counted)."""
+def process_cpu_seconds(pid: int) -> float:
+    """User + system CPU a process has used (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+@dataclass(frozen=True)
+class Drain:
+    offers_per_second: float
+    cpu_ms_per_offer: float  # the draining process's own CPU: what the machine's load does not change
+
+
+async def wait_drained(dsn: str, n: int, timeout: float, cpu: Callable[[], float]) -> Drain:
+    """From the first projected offer to the last (start-up not counted)."""
     deadline = time.monotonic() + timeout
-    first: tuple[int, float] | None = None
+    first: tuple[int, float, float] | None = None
     while time.monotonic() < deadline:
         done = await projected(dsn)
         now = time.monotonic()
         if done and first is None:
-            first = (done, now)
+            first = (done, now, cpu())
         if done >= n and first is not None:
-            return (n - first[0]) / max(now - first[1], 1e-6)
+            drained = max(n - first[0], 1)
+            return Drain(drained / max(now - first[1], 1e-6), 1000 * (cpu() - first[2]) / drained)
         await asyncio.sleep(0.05)
     raise SystemExit(f"not drained within {timeout:.0f}s ({await projected(dsn)} of {n})")
 
 
-async def run_pipeline(env: dict[str, str], settings: Settings, n: int) -> float:
+async def run_pipeline(env: dict[str, str], settings: Settings, n: int) -> Drain:
     log = (REPO / "test-artifacts").resolve()
     log.mkdir(exist_ok=True)
     with (log / "bench-pipeline-worker.log").open("w") as out:
@@ -129,7 +146,7 @@ async def run_pipeline(env: dict[str, str], settings: Settings, n: int) -> float
             start_new_session=True,
         )
         try:
-            return await wait_drained(settings.asyncpg_dsn, n, timeout=1800)
+            return await wait_drained(settings.asyncpg_dsn, n, 1800, lambda: process_cpu_seconds(proc.pid))
         finally:
             os.killpg(proc.pid, signal.SIGTERM)
             await asyncio.wait_for(proc.wait(), 30)
@@ -142,7 +159,7 @@ class Peer:
         self.settings = settings
         self.codec = codec_from_settings(settings)
 
-    async def run(self, n: int) -> float:
+    async def run(self, n: int) -> Drain:
         from agents.valuation import valuate  # the same pure pricing step the agent runs
 
         s = self.settings
@@ -158,14 +175,15 @@ class Peer:
         db = await asyncpg.connect(s.asyncpg_dsn)
         await consumer.start()
         await producer.start()
-        done, started = 0, None
+        done, started, cpu_started = 0, None, 0.0
         try:
             while done < n:
                 batches = await consumer.getmany(timeout_ms=500, max_records=PEER_BATCH)
                 records = [r for rs in batches.values() for r in rs]
                 if not records:
                     continue
-                started = started or time.monotonic()
+                if started is None:
+                    started, cpu_started = time.monotonic(), time.process_time()
                 created = [await self.codec.decode_event(OfferCreated, r.value) for r in records]
                 valued = [valuate(c) for c in created]
                 deliveries = [
@@ -178,7 +196,9 @@ class Peer:
                 await self.project(db, created, valued, records)
                 await consumer.commit()
                 done += len(records)
-            return n / (time.monotonic() - started) if started else 0.0
+            if started is None:
+                return Drain(0.0, 0.0)
+            return Drain(n / (time.monotonic() - started), 1000 * (time.process_time() - cpu_started) / n)
         finally:
             await consumer.stop()
             await producer.stop()
@@ -272,6 +292,13 @@ async def cleanup(base: Settings, settings: Settings, name: str) -> None:
         await admin.close()
 
 
+def report(who: str, drain: Drain) -> None:
+    print(
+        f"{who}: {drain.offers_per_second:,.0f} offers/s = {drain.offers_per_second * EVENTS_PER_OFFER:,.0f} events/s; "
+        f"its process's CPU {drain.cpu_ms_per_offer / EVENTS_PER_OFFER * 1000:,.0f} µs per event"
+    )
+
+
 async def main(n: int) -> None:
     base = Settings.from_env()
     run = uuid.uuid4().hex[:6]
@@ -285,14 +312,16 @@ async def main(n: int) -> None:
         print(machine())
         (_, env_a, settings_a), (_, _, settings_b) = envs
         pipeline = await run_pipeline(env_a, settings_a, n)
-        print(
-            f"pipeline (spacemusic worker --role pipeline): {pipeline:,.0f} offers/s = {pipeline * EVENTS_PER_OFFER:,.0f} events/s"
-        )
+        report("pipeline (spacemusic worker --role pipeline)", pipeline)
+        # The peer gets the collector settings the worker runs with (infra/gc_tuning.py), so
+        # the ratio compares the code, not the garbage collector's defaults.
+        tune_gc(settings_b.gc_gen0_threshold)
         peer = await Peer(settings_b).run(n)
+        report(f"peer (aiokafka + asyncpg, batches of {PEER_BATCH})", peer)
         print(
-            f"peer (aiokafka + asyncpg, batches of {PEER_BATCH}): {peer:,.0f} offers/s = {peer * EVENTS_PER_OFFER:,.0f} events/s"
+            f"ratio pipeline/peer: {pipeline.offers_per_second / peer.offers_per_second:.2f} (events/s), "
+            f"{peer.cpu_ms_per_offer / pipeline.cpu_ms_per_offer:.2f} (CPU per event)"
         )
-        print(f"ratio pipeline/peer: {pipeline / peer:.2f}")
         print(machine())
     finally:
         for name, _, settings in envs:

@@ -99,6 +99,11 @@ def _royalty_period(value: Any) -> RoyaltyPeriod:
     return RoyaltyPeriod(period=value["period"], amount_minor=int(value["amount_minor"]))
 
 
+def _royalty_history(value: Any) -> tuple[RoyaltyPeriod, ...]:
+    # One comprehension, no call per month: a royalty history is most of an offer's decode.
+    return tuple([RoyaltyPeriod(v["period"], int(v["amount_minor"])) for v in value])
+
+
 def _optional(hint: Any) -> Any:
     """``X`` for ``X | None``; the hint itself otherwise (a union of several stays a union)."""
     if typing.get_origin(hint) in (typing.Union, types.UnionType):
@@ -116,6 +121,8 @@ def _from_record(hint: Any) -> Convert | None:
     if origin in (typing.Union, types.UnionType):
         return None  # a real union: Avro already picked the branch
     if origin is tuple:
+        if typing.get_args(hint)[0] is RoyaltyPeriod:
+            return _royalty_history
         item = _from_record(typing.get_args(hint)[0])
         if item is None:
             return tuple
@@ -247,14 +254,75 @@ def record_to_deadletter(record: dict[str, Any]) -> DeadLetter:
     return DeadLetter(**kwargs)
 
 
+# ---------------------------------------------------------------- decoded events, remembered
+
+
+class DecodedMemo:
+    """The events a process decoded or encoded lately, by their exact wire bytes.
+
+    Decoding is a pure function of the bytes (they name their writer schema, and a registry
+    id never changes meaning), and events are immutable, so one worker's agents can share a
+    decode: the valuation and the projector both read every ``offer.created``, and the
+    projector reads back every ``offer.valuated`` the valuation just encoded. Bounded: the
+    oldest entries go first; only the agents' buffers' worth of drift needs to fit."""
+
+    def __init__(self, capacity: int) -> None:
+        self._capacity = capacity
+        self._events: dict[tuple[type, bytes], Event] = {}
+        self.hits = 0
+        self.misses = 0
+
+    def get(self, cls: type[Event], data: bytes) -> Event | None:
+        event = self._events.get((cls, data))
+        if event is None:
+            self.misses += 1
+        else:
+            self.hits += 1
+        return event
+
+    def put(self, data: bytes, event: Event) -> None:
+        events = self._events
+        events[(type(event), data)] = event
+        if len(events) > self._capacity:
+            del events[next(iter(events))]
+
+
+def survives_the_wire(event: Event) -> bool:
+    """Would decoding this event's bytes give back an equal event, validation included?
+    Times travel as UTC milliseconds: a finer or non-UTC time comes back different."""
+    for field in _field_plan(type(event)):
+        value = getattr(event, field.name)
+        if isinstance(value, datetime) and (value.tzinfo is not UTC or value.microsecond % 1000):
+            return False
+    try:
+        validate_event(event)
+    except InvalidEvent:
+        return False
+    return True
+
+
+# What a worker asks for. The agents' stream buffers hold up to 4,096 messages each (Faust's
+# default); two agents' worth of drift between a message's first and second decode fits
+# twice over.
+DECODED_MEMO_CAPACITY = 16_384
+
+
 # ---------------------------------------------------------------- the registry codec
 
 
 class RegistryCodec:
     """Confluent wire format (magic byte, 4-byte schema id, Avro body) via the registry."""
 
-    def __init__(self, client: AsyncSchemaRegistryClient, catalog: SchemaCatalog, topic_namespace: str = "") -> None:
+    def __init__(
+        self,
+        client: AsyncSchemaRegistryClient,
+        catalog: SchemaCatalog,
+        topic_namespace: str = "",
+        memo_capacity: int = 0,
+    ) -> None:
         self._client = client
+        # Off unless asked for: it pays only where one process decodes a message twice.
+        self.memo = DecodedMemo(memo_capacity) if memo_capacity > 0 else None
         self._catalog = catalog
         self._namespace = topic_namespace
         self._serializers = {
@@ -303,7 +371,10 @@ class RegistryCodec:
             raise RegistryUnavailable(f"schema registry unreachable: {exc}") from exc
 
     async def encode_event(self, event: Event | DeadLetter) -> bytes:
-        return await self.encode(event.TOPIC, event_to_record(event))
+        data = await self.encode(event.TOPIC, event_to_record(event))
+        if self.memo is not None and isinstance(event, Event) and survives_the_wire(event):
+            self.memo.put(data, event)
+        return data
 
     async def decode(self, topic: str, data: bytes | None) -> dict[str, Any]:
         if not data:
@@ -321,8 +392,14 @@ class RegistryCodec:
         return record
 
     async def decode_event(self, cls: type[Event], data: bytes | None) -> Event:
-        record = await self.decode(cls.TOPIC, data)
-        return record_to_event(cls, record)
+        memo = self.memo
+        if memo is None or not data:
+            return record_to_event(cls, await self.decode(cls.TOPIC, data))
+        if (known := memo.get(cls, data)) is not None:
+            return known
+        event = record_to_event(cls, await self.decode(cls.TOPIC, data))
+        memo.put(data, event)
+        return event
 
     async def check_compatibility(self, topic: str) -> tuple[bool, str]:
         """Is the local schema BACKWARD compatible with what the registry holds?"""
@@ -345,10 +422,12 @@ def new_registry_client(url: str) -> AsyncSchemaRegistryClient:
     return AsyncSchemaRegistryClient(url=url, timeout=httpx.Timeout(10.0))
 
 
-def codec_from_settings(settings: Settings) -> RegistryCodec:
-    """The codec every process uses: our schemas, the configured registry and namespace."""
+def codec_from_settings(settings: Settings, memo_capacity: int = 0) -> RegistryCodec:
+    """The codec every process uses: our schemas, the configured registry and namespace
+    (``memo_capacity``: see ``DecodedMemo``)."""
     return RegistryCodec(
         new_registry_client(settings.schema_registry_url),
         SchemaCatalog.load(settings.schema_dir),
         settings.topic_namespace,
+        memo_capacity,
     )

@@ -31,6 +31,11 @@ WISE_TRANSFERS = Counter("spacemusic_wise_transfers_total", "Wise transfers by o
 PAYOUT_DURATION = Histogram(
     "spacemusic_payout_duration_seconds", "Time from payout intent to final outcome.", ["outcome"]
 )
+DECODE_MEMO_LOOKUPS = Gauge(
+    "spacemusic_decode_memo_lookups",
+    "Decodes answered from this worker's memo of recent events (hit) or decoded (miss), since start.",
+    ["result"],
+)
 SSE_CLIENTS = Gauge("spacemusic_sse_clients", "Open SSE deal-stream connections in this process.")
 SSE_EVENTS_SENT = Counter("spacemusic_sse_events_sent_total", "Deal changes pushed to SSE clients.")
 PROJECTION_LAG = Gauge("spacemusic_projection_last_change_seq", "Highest change sequence this process has seen.")

@@ -141,6 +141,8 @@ def derive_status(deal: Deal) -> DealStatus:
 
 def _first_decision(deal: Deal) -> DealStatus | None:
     """The earliest of acceptance, withdrawal and decline; on a tie in that order."""
+    if deal.accepted_at is None and deal.withdrawn_at is None and deal.declined_at is None:
+        return None  # most deals, most of the time: every fold asks
     decisions = [
         (at, rank, status)
         for rank, (at, status) in enumerate(

@@ -61,8 +61,11 @@ class BatchResult:
     last_seq: int | None
 
 
+_TAKE_WRITE_LOCK = text("SELECT pg_advisory_xact_lock(:key)")
+
+
 async def take_write_lock(conn: AsyncConnection) -> None:
-    await conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": PROJECTION_WRITE_LOCK})
+    await conn.execute(_TAKE_WRITE_LOCK, {"key": PROJECTION_WRITE_LOCK})
 
 
 async def tracked_offsets(

@@ -26,6 +26,7 @@ from rich.text import Text
 from sqlalchemy.exc import SQLAlchemyError
 
 from bootstrap.commands.support import load_settings, run
+from infra.gc_tuning import tune_gc
 from projections import rebuild as machinery
 
 EXIT_IDENTICAL = 0
@@ -226,6 +227,7 @@ def rebuild_projections(verify_only: bool, force: bool, workers: int | None, liv
     if verify_only and force:
         raise click.UsageError("--verify-only and --force exclude each other")
     settings = load_settings()
+    tune_gc(settings.gc_gen0_threshold)  # a million decodes: see infra/gc_tuning.py
     err = Console(stderr=True)
     options = machinery.RebuildOptions(
         swap=not verify_only, force=force, workers=workers, live_wait_seconds=live_wait, samples=samples

@@ -11,6 +11,7 @@ import click
 from aiohttp import web
 
 from bootstrap.commands.support import load_settings, run
+from infra.gc_tuning import tune_gc
 from infra.logging import get_logger
 from infra.readiness import wait_for_dependencies
 from web.app import create_app
@@ -36,9 +37,11 @@ def web_command(host: str | None, port: int | None) -> None:
     run(wait_for_dependencies(settings))
     loop = _event_loop()
     log.info("web_starting", host=host or settings.web_host, port=port or settings.web_port, event_loop=loop)
+    app = create_app(settings)
+    tune_gc(settings.gc_gen0_threshold)
     try:
         web.run_app(
-            create_app(settings),
+            app,
             host=host or settings.web_host,
             port=port or settings.web_port,
             access_log=None,

@@ -21,6 +21,7 @@ from sqlalchemy import select
 from agents.app import ROLES, SpaceMusicApp, create_app
 from bootstrap.commands.support import load_settings, run
 from infra.consumer_lag import ConsumerLagExporter, LagMeasurement
+from infra.gc_tuning import tune_gc
 from infra.log_gate import kafka_client_reachable
 from infra.logging import get_logger
 from infra.metrics import OFFER_TIME_TO_VALUED
@@ -330,6 +331,7 @@ def worker(loglevel: str, role: str) -> None:
     run(wait_for_dependencies(settings))
     app = create_app(settings, role)
     attach_health(app, health, role)
+    tune_gc(settings.gc_gen0_threshold)
     asyncio.set_event_loop(asyncio.new_event_loop())
     BoundedShutdownWorker(app, loglevel=loglevel, quiet=True, override_logging=False).execute_from_commandline()
 
