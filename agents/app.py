@@ -94,7 +94,7 @@ class SpaceMusicApp(faust.App):
 
     async def on_stop(self) -> None:
         if self._resources is not None and (memo := self._resources.codec.memo) is not None:
-            log.warning("decode_memo", hits=memo.hits, misses=memo.misses)
+            log.info("decode_memo", hits=memo.hits, misses=memo.misses)
         self._resources = None
         if self._exit_stack is not None:
             await self._exit_stack.aclose()
