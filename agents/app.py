@@ -15,7 +15,7 @@ import faust
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from agents.topics import Topics, declare_topics
-from infra.avro import DECODED_MEMO_CAPACITY, RegistryCodec, codec_from_settings
+from infra.avro import RegistryCodec, codec_from_settings
 from infra.crypto import RecipientVault
 from infra.db import create_engine
 from infra.documents import DocumentStore
@@ -62,7 +62,7 @@ class SpaceMusicApp(faust.App):
         stack = contextlib.AsyncExitStack()
         self._exit_stack = stack
         # The agents of one worker share decodes (see DecodedMemo).
-        codec = codec_from_settings(settings, DECODED_MEMO_CAPACITY)
+        codec = codec_from_settings(settings, settings.worker_decode_memo_entries)
         memo = codec.memo
         if memo is not None:
             DECODE_MEMO_LOOKUPS.labels(result="hit").set_function(lambda: memo.hits)

@@ -301,12 +301,6 @@ def survives_the_wire(event: Event) -> bool:
     return True
 
 
-# What a worker asks for. The agents' stream buffers hold up to 4,096 messages each (Faust's
-# default); two agents' worth of drift between a message's first and second decode fits
-# twice over.
-DECODED_MEMO_CAPACITY = 16_384
-
-
 # ---------------------------------------------------------------- the registry codec
 
 

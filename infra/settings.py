@@ -80,6 +80,9 @@ class Settings(BaseSettings):
     worker_lag_interval_seconds: float = Field(15.0, gt=0)
     worker_stall_ready_seconds: float = Field(120.0, ge=0)
     worker_stall_live_seconds: float = Field(600.0, ge=0)
+    # How many recently decoded or encoded events a worker keeps so its agents decode each
+    # message once (infra.avro.DecodedMemo); 0 turns the memo off.
+    worker_decode_memo_entries: int = Field(16_384, ge=0)
     # Long-running processes (worker, web, rebuild) collect the young generation this often
     # (allocations); 0 keeps Python's default of 700. See infra/gc_tuning.py.
     gc_gen0_threshold: int = Field(50_000, ge=0)

@@ -26,6 +26,16 @@ def row_to_deal(row: Mapping[str, Any]) -> Deal:
     return Deal(**{name: value for name, value in row.items() if name in _DEAL_FIELD_SET})
 
 
+def deal_document(deal: Deal) -> dict[str, Any]:
+    """``deal_json(deal_to_row(deal))`` in one pass (the projector makes one per event)."""
+    out = {}
+    for name in DEAL_FIELDS:
+        value = getattr(deal, name)
+        out[name] = value if type(value) in _AS_IS else jsonable(value)
+    out["status"] = deal.status.value
+    return out
+
+
 def deal_json(row: Mapping[str, Any]) -> dict[str, Any]:
     """The deal as the API and the SSE stream show it."""
     # The live projector writes one per event: plain values skip jsonable's walk.

@@ -23,7 +23,7 @@ from infra.avro import event_payload
 from models.deal import Deal, apply_event
 from models.events import Event
 from projections.bulk import BulkInsert, bulk_insert, update_on_conflict
-from projections.rows import deal_json, deal_to_row, row_to_deal
+from projections.rows import DEAL_FIELDS, deal_document, deal_to_row
 from projections.tables import deal_changes, deal_events, offers
 
 NOTIFY_CHANNEL = "deal_changes"
@@ -97,13 +97,15 @@ async def load_deals(conn: AsyncConnection, tables: DealTables, offer_ids: Itera
     wanted = sorted(set(offer_ids))
     if not wanted:
         return {}
+    offers = tables.offers
+    # The columns in the Deal's field order: a row is the deal's arguments as it stands.
     rows = await conn.execute(
-        select(tables.offers)
-        .where(tables.offers.c.offer_id.in_(wanted))
-        .order_by(tables.offers.c.offer_id)
+        select(*(offers.c[name] for name in DEAL_FIELDS))
+        .where(offers.c.offer_id.in_(wanted))
+        .order_by(offers.c.offer_id)
         .with_for_update()
     )
-    return {str(r["offer_id"]): row_to_deal(r) for r in rows.mappings()}
+    return {deal.offer_id: deal for deal in (Deal(*row) for row in rows)}
 
 
 async def _allocate_seqs(conn: AsyncConnection, count: int) -> list[int]:
@@ -128,21 +130,20 @@ async def fold_into(conn: AsyncConnection, tables: DealTables, items: Sequence[L
         return Folded([], {}, None)
     deals = await load_deals(conn, tables, (item.event.offer_id for item in applied))
     existing = set(deals)
-    snapshots: list[dict[str, Any]] = []
+    # Per applied event, the deal as the change log shows it; per touched deal, its row.
+    documents: list[dict[str, Any]] = []
     for item in applied:
         deal = apply_event(deals.get(item.event.offer_id), item.event)
         deals[deal.offer_id] = deal
-        snapshots.append(deal_to_row(deal))
-    # Every touched deal's row after the batch is its last snapshot (a copy: the change
-    # log's JSON is made from the snapshots, without the row's sequence numbers).
-    last_snapshot = {snapshot["offer_id"]: snapshot for snapshot in snapshots}
-    rows = {offer_id: dict(last_snapshot[offer_id]) for offer_id in deals}
+        if tables.change_log:
+            documents.append(deal_document(deal))
+    rows = {offer_id: deal_to_row(deal) for offer_id, deal in deals.items()}
     last_seq = None
     if tables.change_log:
         seqs = await _allocate_seqs(conn, len(applied))
         first_seq: dict[str, int] = {}
         change_rows = []
-        for seq, item, snapshot in zip(seqs, applied, snapshots, strict=True):
+        for seq, item, document in zip(seqs, applied, documents, strict=True):
             first_seq.setdefault(item.event.offer_id, seq)
             rows[item.event.offer_id]["change_seq"] = seq
             change_rows.append(
@@ -152,8 +153,8 @@ async def fold_into(conn: AsyncConnection, tables: DealTables, items: Sequence[L
                     "creator_id": item.event.creator_id,
                     "event_id": item.event.event_id,
                     "event_type": item.event.TOPIC,
-                    "status": snapshot["status"],
-                    "deal": deal_json(snapshot),
+                    "status": document["status"],
+                    "deal": document,
                 }
             )
         await conn.execute(_CHANGES_INSERT.statement, _CHANGES_INSERT.params(change_rows))
