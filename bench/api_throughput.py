@@ -177,6 +177,11 @@ async def serve_peer(port: int) -> None:
     app.router.add_get("/offers/{offer_id}", get_offer)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
+    # The collector settings `spacemusic web` runs with (infra/gc_tuning.py): the ratio
+    # compares the code, not the garbage collector's defaults.
+    from infra.gc_tuning import tune_gc
+
+    tune_gc(settings.gc_gen0_threshold)
     await web.TCPSite(runner, "127.0.0.1", port).start()
     print("peer_listening", flush=True)
     try:
