@@ -18,7 +18,7 @@ from typing import Any
 
 from sqlalchemy import Table, TextClause, text
 from sqlalchemy.dialects import postgresql
-from sqlalchemy.types import JSON
+from sqlalchemy.types import JSON, String, TypeEngine
 
 _DIALECT = postgresql.dialect()
 
@@ -46,6 +46,15 @@ def _quoted(name: str) -> str:
     return _DIALECT.identifier_preparer.quote(name)
 
 
+def _array_type(column_type: TypeEngine[Any]) -> str:
+    """The element type the values travel as. Text for every string column: an explicit
+    cast to ``varchar(n)`` would silently truncate a longer value, while the INSERT's own
+    assignment to the column rejects it, as a plain INSERT does."""
+    if isinstance(column_type, (JSON, String)):
+        return "text"
+    return column_type.compile(dialect=_DIALECT)
+
+
 @functools.cache
 def bulk_insert(table: Table, columns: tuple[str, ...], conflict: str = "", returning: str = "") -> BulkInsert:
     """The statement for ``columns`` of ``table``; ``conflict`` and ``returning`` are the
@@ -53,7 +62,7 @@ def bulk_insert(table: Table, columns: tuple[str, ...], conflict: str = "", retu
     json_columns = frozenset(c for c in columns if isinstance(table.c[c].type, JSON))
     arrays, selected = [], []
     for i, column in enumerate(columns):
-        sql_type = "text" if column in json_columns else table.c[column].type.compile(dialect=_DIALECT)
+        sql_type = _array_type(table.c[column].type)
         arrays.append(f"CAST(:c{i} AS {sql_type}[])")
         selected.append(f"c{i}::jsonb" if column in json_columns else f"c{i}")
     names = ", ".join(f"c{i}" for i in range(len(columns)))
