@@ -60,3 +60,14 @@ def test_worker_watchdog_settings() -> None:
         Settings.from_env({**BASE, "WORKER_STALL_READY_SECONDS": "-1"})
     with pytest.raises(SettingsError, match="WORKER_STALL_LIVE_SECONDS"):
         Settings.from_env({**BASE, "WORKER_STALL_LIVE_SECONDS": "ten minutes"})
+
+
+def test_throughput_settings() -> None:
+    s = Settings.from_env(BASE)
+    assert (s.gc_gen0_threshold, s.worker_decode_memo_entries) == (50_000, 16_384)
+    s = Settings.from_env({**BASE, "GC_GEN0_THRESHOLD": "0", "WORKER_DECODE_MEMO_ENTRIES": "0"})
+    assert (s.gc_gen0_threshold, s.worker_decode_memo_entries) == (0, 0)  # Python's default; memo off
+    with pytest.raises(SettingsError, match="GC_GEN0_THRESHOLD"):
+        Settings.from_env({**BASE, "GC_GEN0_THRESHOLD": "-1"})
+    with pytest.raises(SettingsError, match="WORKER_DECODE_MEMO_ENTRIES"):
+        Settings.from_env({**BASE, "WORKER_DECODE_MEMO_ENTRIES": "many"})
