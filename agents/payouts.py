@@ -274,18 +274,27 @@ class PayoutRunner:
         await self._publish_outcome(final)
         return CANCELLED
 
+    async def cancel_when_free(self, payout_id: str, by: str, *, max_wait: float | None = None) -> str:
+        """:meth:`cancel`, asked again for a while when a worker holds the payout: the
+        resolver holds its lock only for a provider lookup, so "busy" is a moment, not an
+        answer for an operator (the API's cancel and ``payouts cancel`` both go through here)."""
+        outcome = CANCEL_BUSY
+        for _ in range(CANCEL_LOCK_ATTEMPTS):
+            outcome = await self.cancel(payout_id, by, max_wait=max_wait)
+            if outcome != CANCEL_BUSY:
+                break
+            await asyncio.sleep(CANCEL_LOCK_PAUSE_SECONDS)
+        return outcome
+
     async def handle_cancel(self, requested: PayoutCancelRequested) -> str:
         """An operator's cancel request from the API: :meth:`cancel`, bounded so the money
         agent is not held for a whole settle window, and a refusal published as
         ``offer.payout.cancel.refused`` (a cancel publishes the FAILED outcome itself).
         A redelivered request is harmless: the refusal's id derives from the request's, and
         a payout this very operator already cancelled is not refused again."""
-        outcome = CANCEL_BUSY
-        for _ in range(CANCEL_LOCK_ATTEMPTS):  # the resolver holds the lock only for a lookup
-            outcome = await self.cancel(requested.payout_id, requested.requested_by, max_wait=CANCEL_MAX_WAIT_SECONDS)
-            if outcome != CANCEL_BUSY:
-                break
-            await asyncio.sleep(CANCEL_LOCK_PAUSE_SECONDS)
+        outcome = await self.cancel_when_free(
+            requested.payout_id, requested.requested_by, max_wait=CANCEL_MAX_WAIT_SECONDS
+        )
         if outcome == CANCELLED:
             return outcome
         async with self._engine.connect() as conn:

@@ -152,7 +152,7 @@ def cancel_command(payout_id: str, by: str) -> None:
             driver=f"operator:{by}",
         )
         try:
-            return await runner.cancel(payout_id, by)
+            return await runner.cancel_when_free(payout_id, by)
         finally:
             for client in (stripe, wise):
                 if client is not None:
