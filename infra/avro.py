@@ -264,7 +264,9 @@ class DecodedMemo:
     id never changes meaning), and events are immutable, so one worker's agents can share a
     decode: the valuation and the projector both read every ``offer.created``, and the
     projector reads back every ``offer.valuated`` the valuation just encoded. Bounded: the
-    oldest entries go first; only the agents' buffers' worth of drift needs to fit."""
+    oldest entries go first. The two reads of ``offer.created`` come in lockstep and always
+    fit; under a backlog the projector reads the valuations back late, and those deeper
+    than the memo are decoded again (docs/performance.md)."""
 
     def __init__(self, capacity: int) -> None:
         self._capacity = capacity

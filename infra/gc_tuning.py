@@ -4,8 +4,8 @@ CPython starts a young-generation collection every 700 container allocations, an
 collection walks all the young objects; the pipeline allocates a few dozen per event
 (royalty months, rows, dicts), so at the default a worker spent about as much time
 collecting as decoding (an offer's decode: ~50 µs at the default, ~20 µs at 50,000).
-Reference counting frees almost all of it anyway; the collector only finds cycles, which
-these hot paths do not make. Freezing what start-up built (modules, the app, the
+Reference counting frees almost all of it anyway; the collector is only needed for
+reference cycles, and a larger threshold finds those later, not never. Freezing what start-up built (modules, the app, the
 registry's schemas) also keeps it out of every later full collection.
 """
 

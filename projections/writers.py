@@ -97,12 +97,12 @@ async def load_deals(conn: AsyncConnection, tables: DealTables, offer_ids: Itera
     wanted = sorted(set(offer_ids))
     if not wanted:
         return {}
-    offers = tables.offers
+    table = tables.offers
     # The columns in the Deal's field order: a row is the deal's arguments as it stands.
     rows = await conn.execute(
-        select(*(offers.c[name] for name in DEAL_FIELDS))
-        .where(offers.c.offer_id.in_(wanted))
-        .order_by(offers.c.offer_id)
+        select(*(table.c[name] for name in DEAL_FIELDS))
+        .where(table.c.offer_id.in_(wanted))
+        .order_by(table.c.offer_id)
         .with_for_update()
     )
     return {deal.offer_id: deal for deal in (Deal(*row) for row in rows)}
